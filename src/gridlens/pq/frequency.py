@@ -1,0 +1,184 @@
+"""Fundamental frequency tracking by band-pass filtered, interpolated zero crossings.
+
+The voltage is (1) stripped of its DC offset, (2) decimated by a boxcar mean to about
+32 samples per nominal cycle, (3) band-pass filtered around the nominal frequency with a
+zero-phase Butterworth filter (``sosfiltfilt``: the fundamental's zero crossings are not
+shifted), and (4) its upward zero crossings are located by linear interpolation. Each pair of
+consecutive crossings bounds one fundamental cycle, so the result gives the cycle-by-cycle
+frequency and, more usefully, the cycle boundaries the power analysis resynchronises its
+windows to (IEC 61000-4-30 [1]_ §5.1 uses zero crossings the same way, over 10 s).
+
+The filter is deliberately gentle (first order, 0.5-2·f0, applied forward and backward): it
+settles within about a cycle, so only the first and last two cycles need extrapolated
+crossings, and it still cuts the 3rd harmonic to a quarter and the 5th to a tenth, which leaves
+one clean crossing per cycle at the seed's THD_V of 82 %. What harmonics remain are synchronous
+with the fundamental and shift every crossing by the same angle, which cancels in the period.
+Crossings closer than half a nominal period (noise chatter) are merged.
+
+References
+----------
+.. [1] IEC 61000-4-30:2015, Testing and measurement techniques -- Power quality measurement
+   methods, §5.1 Power frequency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import signal
+
+from gridlens.errors import InsufficientDataError, check_param
+
+__all__ = ["TRACKING_RANGE", "FrequencyTrack", "estimate_frequency"]
+
+TRACKING_RANGE = (0.8, 1.25)
+"""Cycle frequencies accepted, as multiples of the nominal frequency."""
+
+_SAMPLES_PER_CYCLE_DECIMATED = 32
+_BAND = (0.5, 2.0)
+_ORDER = 1
+_EDGE_CYCLES = 2.0
+
+
+@dataclass(frozen=True)
+class FrequencyTrack:
+    """Cycle boundaries of the voltage fundamental.
+
+    Attributes
+    ----------
+    crossings : ndarray
+        Upward zero crossings of the voltage fundamental, as fractional sample indices.
+        Consecutive crossings bound one cycle.
+    fs_hz : float
+        Sampling rate. [Hz]
+    """
+
+    crossings: NDArray[np.float64]
+    fs_hz: float
+
+    @property
+    def cycle_f_hz(self) -> NDArray[np.float64]:
+        """Frequency of each cycle. [Hz]"""
+        return self.fs_hz / np.diff(self.crossings)
+
+    @property
+    def f_hz(self) -> float:
+        """Mean frequency over all whole cycles (cycles / time). [Hz]"""
+        c = self.crossings
+        return float((len(c) - 1) * self.fs_hz / (c[-1] - c[0]))
+
+
+def estimate_frequency(
+    v: NDArray[np.float64], fs_hz: float, *, f0_hz: float = 60.0
+) -> FrequencyTrack:
+    """Track the fundamental frequency of a voltage waveform cycle by cycle.
+
+    Parameters
+    ----------
+    v : array_like
+        Voltage samples. [V]
+    fs_hz : float
+        Sampling rate; at least 16 samples per nominal cycle. [Hz]
+    f0_hz : float
+        Nominal frequency (50 or 60 for power systems). [Hz]
+
+    Returns
+    -------
+    FrequencyTrack
+
+    Raises
+    ------
+    InsufficientDataError
+        Fewer than two whole cycles could be found, or the cycle frequencies leave the tracking
+        range ``TRACKING_RANGE`` × f0 (a dropout, a wrong ``--f0`` or a wrong sampling rate).
+    """
+    check_param(f0_hz > 0, "f0_hz", "estimate_frequency", "a positive float", f0_hz)
+    check_param(
+        fs_hz >= 16 * f0_hz,
+        "fs_hz",
+        "estimate_frequency",
+        f"at least 16·f0 = {16 * f0_hz:g} Hz",
+        fs_hz,
+    )
+    x = np.asarray(v, dtype=np.float64)
+    x = x - x.mean()
+    dec = max(1, int(fs_hz // (_SAMPLES_PER_CYCLE_DECIMATED * f0_hz)))
+    if dec > 1:
+        m = len(x) // dec
+        x = x[: m * dec].reshape(m, dec).mean(axis=1)
+    fs_d = fs_hz / dec
+    if len(x) < 3 * fs_d / f0_hz:
+        raise InsufficientDataError(
+            f"record too short: {len(v) / fs_hz * f0_hz:.2f} nominal cycles, need at least 3"
+        )
+    sos = signal.butter(
+        _ORDER, [_BAND[0] * f0_hz, _BAND[1] * f0_hz], btype="bandpass", fs=fs_d, output="sos"
+    )
+    y = signal.sosfiltfilt(sos, x)
+    k = np.flatnonzero((y[:-1] < 0.0) & (y[1:] >= 0.0))
+    c = k + y[k] / (y[k] - y[k + 1])
+    # a boxcar mean of `dec` samples is centred (dec-1)/2 samples after its first sample
+    c = c * dec + (dec - 1) / 2.0
+    c = _merge_chatter(c, 0.5 * fs_hz / f0_hz)
+    c = _replace_edges(c, len(v), fs_hz / f0_hz)
+    if len(c) < 3:
+        raise InsufficientDataError(
+            f"found {max(len(c) - 1, 0)} whole cycles of a {f0_hz:g} Hz fundamental in the voltage;"
+            " need at least 2 (is the voltage channel right, and --f0/--fs?)"
+        )
+    f_cyc = fs_hz / np.diff(c)
+    lo, hi = TRACKING_RANGE
+    bad = (f_cyc < lo * f0_hz) | (f_cyc > hi * f0_hz)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InsufficientDataError(
+            f"{int(bad.sum())} cycles outside the tracking range {lo * f0_hz:g}-{hi * f0_hz:g} Hz"
+            f" (first at t = {c[first] / fs_hz:.4f} s: {f_cyc[first]:.3f} Hz);"
+            " check --f0 and --fs, or the voltage has dropouts"
+        )
+    return FrequencyTrack(crossings=c, fs_hz=float(fs_hz))
+
+
+def _merge_chatter(c: NDArray[np.float64], min_gap: float) -> NDArray[np.float64]:
+    """Keep the first crossing of every cluster closer than ``min_gap`` samples."""
+    if len(c) < 2:
+        return c
+    keep = [0]
+    last = c[0]
+    gaps_ok = np.diff(c) >= min_gap
+    if gaps_ok.all():
+        return c
+    for j in range(1, len(c)):
+        if c[j] - last >= min_gap:
+            keep.append(j)
+            last = c[j]
+    return c[keep]
+
+
+def _replace_edges(c: NDArray[np.float64], n: int, period: float) -> NDArray[np.float64]:
+    """Replace crossings inside the filter's start/end transients by extrapolated ones.
+
+    The band-pass filter needs about ``_EDGE_CYCLES`` cycles to settle at each end of the
+    record. Crossings there are replaced by continuing the mean period of the nearest settled
+    cycles (the grid frequency cannot change much within a few cycles).
+    """
+    n_cyc = n / period
+    edge = min(_EDGE_CYCLES, max(0.0, (n_cyc - 3.0) / 2.0)) * period
+    good = c[(c >= edge) & (c <= n - 1 - edge)]
+    if len(good) < 2:
+        return good
+    k = min(3, len(good) - 1)
+    p_first = (good[k] - good[0]) / k
+    p_last = (good[-1] - good[-1 - k]) / k
+    before = good[0] - p_first * np.arange(int(good[0] // p_first), 0, -1)
+    after = good[-1] + p_last * np.arange(1, int((n - 1 - good[-1]) // p_last) + 1)
+    return np.concatenate([before, good, after])
+
+
+def nominal_track(n_samples: int, fs_hz: float, f0_hz: float) -> FrequencyTrack:
+    """Cycle boundaries of a fixed nominal frequency, starting at sample 0 (no tracking)."""
+    period = fs_hz / f0_hz
+    m = int((n_samples - 1) // period)
+    return FrequencyTrack(crossings=np.arange(m + 1, dtype=np.float64) * period, fs_hz=float(fs_hz))
