@@ -233,9 +233,10 @@ def _print_pf(doc: dict[str, Any]) -> None:
             f" (need {c['q_needed_var'] / 1e3:.2f}, dead band {c['threshold_var'] / 1e3:.2f})"
         )
         lead = "leading" if c["leading_after"] else "lagging"
+        reached = "reached" if c["target_reached"] else "not reached: rest is inside the dead band"
         print(
-            f"PF1 {c['pf_before']:.4f} -> {c['pf_after']:.4f} {lead} (target {c['target_pf']:g});"
-            f" PF charge after: {t['adjustment_after']:+.2%}",
+            f"PF1 {c['pf_before']:.4f} -> {c['pf_after']:.4f} {lead} (target {c['target_pf']:g}"
+            f" {reached}); PF charge after: {t['adjustment_after']:+.2%}",
             end="",
         )
         print(f" ({t['amount_after']:+,.0f})" if "amount_after" in t else "")

@@ -9,14 +9,17 @@ from gridlens.errors import ParameterError
 from gridlens.pq import TariffParams, pf_adjustment, recommend_steps
 
 
-def test_best_fit_reaches_target():  # type: ignore[no-untyped-def]
+def test_best_fit_is_closest_to_the_deficit():  # type: ignore[no-untyped-def]
     # P1 = 100 kW at PF 0.80 lagging: Q1 = 75 kvar; PF 0.95 allows 32.87 kvar -> need 42.13
     plan = recommend_steps(100e3, 75e3, steps_kvar=[10, 20, 20, 40], target_pf=0.95)
     assert plan.action == "switch"
     assert sorted(plan.switch_kvar) == [40.0]
     assert plan.q_needed_var == pytest.approx(75e3 - 100e3 * np.tan(np.arccos(0.95)))
     assert plan.pf_after == pytest.approx(100 / np.hypot(100, 35), abs=1e-9)
-    assert not plan.leading_after
+    # 40 kvar leaves 2.1 kvar of deficit, inside the 6.5 kvar dead band: a controller stops here
+    assert not plan.leading_after and not plan.target_reached
+    # with a 45 kvar step available the target is reached
+    assert recommend_steps(100e3, 75e3, steps_kvar=[10, 45], target_pf=0.95).target_reached
 
 
 def test_dead_band_switches_nothing():  # type: ignore[no-untyped-def]
@@ -24,7 +27,7 @@ def test_dead_band_switches_nothing():  # type: ignore[no-untyped-def]
     plan = recommend_steps(100e3, 35e3, steps_kvar=[10, 20], target_pf=0.95)
     assert plan.switch_kvar == ()
     assert plan.action.startswith("none: within dead band")
-    assert plan.pf_after == plan.pf_before
+    assert plan.pf_after == plan.pf_before and not plan.target_reached
 
 
 def test_leading_load_switches_nothing():  # type: ignore[no-untyped-def]

@@ -182,22 +182,27 @@ def _lagrange_weights(r: Float) -> tuple[Float, Float, Float, Float]:
 
 
 def _window_means(g: Float, a: Float, b: Float) -> Float:
-    """Mean of each row of ``g`` over [a_w, b_w] (fractional sample positions).
+    """Mean of each row of ``g`` over consecutive windows [a_w, b_w] (a_{w+1} = b_w).
 
-    Integrates the piecewise-linear interpolant exactly: with S the cumulative sum,
-    F(x) = S[j] − g[j]/2 + r·g[j] + r²/2·(g[j+1] − g[j]) (j = floor x, r = x − j) is the
-    trapezoid integral from sample 0 up to x, less the constant g[0]/2.
+    Integrates the piecewise-linear interpolant of the samples exactly. With
+    S[j] = Σ_{m<=j} g[m], the trapezoid integral from sample 0 up to x (j = floor x,
+    r = x − j) is F(x) = S[j] + e(x) − g[0]/2, e(x) = −g[j]/2 + r·g[j] + r²/2·(g[j+1] − g[j]),
+    so F(b) − F(a) = Σ_{m=floor(a)+1}^{floor(b)} g[m] + e(b) − e(a): one ``reduceat`` and
+    two edge terms per window.
     """
-    s = np.cumsum(g, axis=1)
+    ja = np.floor(a).astype(np.intp)
+    jb = np.minimum(np.floor(b).astype(np.intp), g.shape[1] - 2)
 
-    def integral(x: Float) -> Float:
-        j = np.minimum(np.floor(x).astype(np.intp), g.shape[1] - 2)
+    def edge(x: Float, j: NDArray[np.intp]) -> Float:
         r = x - j
         gj, gj1 = g[:, j], g[:, j + 1]
-        out: Float = s[:, j] - 0.5 * gj + r * gj + 0.5 * r * r * (gj1 - gj)
+        out: Float = (r - 0.5) * gj + 0.5 * r * r * (gj1 - gj)
         return out
 
-    out: Float = (integral(b) - integral(a)) / (b - a)
+    starts = ja + 1
+    inner = np.add.reduceat(g[:, : jb[-1] + 1], starts, axis=1)
+    inner[:, starts >= jb + 1] = 0.0  # empty segments (windows shorter than a sample)
+    out: Float = (inner + edge(b, jb) - edge(a, ja)) / (b - a)
     return out
 
 
@@ -301,38 +306,55 @@ def analyze(
     n_win = n_cyc_avail // n_win_cyc
     edges = c[s0 + n_win_cyc * np.arange(n_win + 1)]
 
-    prim = np.empty((8, n_win))  # vd vq id iq v i v² i² vi v·iβ -> 10 rows below
-    prim = np.empty((10, n_win))
+    prim = np.empty((10, n_win))  # window means of vd vq id iq v i v² i² v·i v·iβ
     win_per_batch = max(1, int(_BATCH_SAMPLES // (n_win_cyc * fs_hz / f0_hz)))
     for w0 in range(0, n_win, win_per_batch):
         w1 = min(n_win, w0 + win_per_batch)
         a, b = edges[w0:w1], edges[w0 + 1 : w1 + 1]
         lo, hi = int(np.floor(a[0])), int(np.ceil(b[-1])) + 1
         k = np.arange(lo, hi + 1)
-        cyc = np.clip(np.searchsorted(c, k, side="right") - 1, 0, len(c) - 2)
+        # cycle index of every sample: cycle j holds samples ceil(c_j) .. ceil(c_{j+1}) - 1
+        j0 = max(int(np.searchsorted(c, lo, side="right")) - 1, 0)
+        j1 = min(int(np.searchsorted(c, hi, side="right")), len(c) - 1)
+        first = np.ceil(c[j0 : j1 + 1]).astype(np.intp)
+        first[0], first[-1] = lo, hi + 1
+        counts = np.diff(first)
+        cyc = np.repeat(np.arange(j0, j1), counts)
         per = period[cyc]
-        theta = 2.0 * np.pi * (k - c[cyc]) / per  # + 2π·cycle index, irrelevant for cos/sin
-        cos_t, sin_t = np.cos(theta), np.sin(theta)
-        pos = k - per / 4.0
-        j = np.floor(pos).astype(np.intp)
-        w_m1, w_0, w_p1, w_p2 = _lagrange_weights(pos - j)
-        vb = w_m1 * va[j - 1] + w_0 * va[j] + w_p1 * va[j + 1] + w_p2 * va[j + 2]
-        ib = w_m1 * ia[j - 1] + w_0 * ia[j] + w_p1 * ia[j + 1] + w_p2 * ia[j + 2]
+        # θ in [0, 2π) (+ 2π·cycle index, irrelevant for cos/sin). Single-precision trig is
+        # ~30x faster here; its 1e-7 rad resolution is far below anything PF can resolve.
+        theta = (2.0 * np.pi * (k - c[cyc]) / per).astype(np.float32)
+        cos_t, sin_t = np.cos(theta).astype(np.float64), np.sin(theta).astype(np.float64)
+        # quarter-period delay: k − P_j/4 has the same fractional part for a whole cycle
+        delay = period[j0:j1] / 4.0
+        shift = np.ceil(delay).astype(np.intp)
+        weights = [np.repeat(w, counts) for w in _lagrange_weights(shift - delay)]
+        w_m1, w_0, w_p1, w_p2 = weights
+        if np.all(shift == shift[0]):  # steady frequency: the taps are contiguous slices
+            s0 = lo - int(shift[0])
+            taps = [slice(s0 + m, s0 + m + len(k)) for m in (-1, 0, 1, 2)]
+            vb = w_m1 * va[taps[0]] + w_0 * va[taps[1]] + w_p1 * va[taps[2]] + w_p2 * va[taps[3]]
+            ib = w_m1 * ia[taps[0]] + w_0 * ia[taps[1]] + w_p1 * ia[taps[2]] + w_p2 * ia[taps[3]]
+        else:
+            j = k - np.repeat(shift, counts)
+            vb = w_m1 * va[j - 1] + w_0 * va[j] + w_p1 * va[j + 1] + w_p2 * va[j + 2]
+            ib = w_m1 * ia[j - 1] + w_0 * ia[j] + w_p1 * ia[j + 1] + w_p2 * ia[j + 2]
         vs, is_ = va[lo : hi + 1], ia[lo : hi + 1]
-        g = np.stack(
-            [
-                vs * cos_t + vb * sin_t,
-                -vs * sin_t + vb * cos_t,
-                is_ * cos_t + ib * sin_t,
-                -is_ * sin_t + ib * cos_t,
-                vs,
-                is_,
-                vs * vs,
-                is_ * is_,
-                vs * is_,
-                vs * ib,
-            ]
-        )
+        g = np.empty((10, len(k)))
+        vd, vq, id_, iq = g[0], g[1], g[2], g[3]
+        np.multiply(vs, cos_t, out=vd)
+        vd += vb * sin_t
+        np.multiply(vb, cos_t, out=vq)
+        vq -= vs * sin_t
+        np.multiply(is_, cos_t, out=id_)
+        id_ += ib * sin_t
+        np.multiply(ib, cos_t, out=iq)
+        iq -= is_ * sin_t
+        g[4], g[5] = vs, is_
+        np.multiply(vs, vs, out=g[6])
+        np.multiply(is_, is_, out=g[7])
+        np.multiply(vs, is_, out=g[8])
+        np.multiply(vs, ib, out=g[9])
         prim[:, w0:w1] = _window_means(g, a - lo, b - lo)
 
     vd, vq, id_, iq, vdc, idc, v2, i2, vi, vib = prim

@@ -105,6 +105,11 @@ class CapacitorPlan:
         Whether the installation would be leading after switching.
     action : str
         ``"switch"``, ``"none: within dead band"``, ``"none: already leading"``, ...
+    target_pf : float
+        The target. [fraction]
+    target_reached : bool
+        Whether the PF after switching is at least the target (or leading). A controller
+        settles short of the target when the remaining deficit is inside the dead band.
     """
 
     switch_kvar: tuple[float, ...]
@@ -116,6 +121,7 @@ class CapacitorPlan:
     leading_after: bool
     action: str
     target_pf: float
+    target_reached: bool
 
 
 def _pf(p: float, q: float) -> float:
@@ -179,16 +185,18 @@ def recommend_steps(
 
     def plan(chosen: tuple[int, ...], action: str) -> CapacitorPlan:
         qc = float(q_steps[list(chosen)].sum()) if chosen else 0.0
+        pf_after = _pf(p1_w, q1_var - qc)
         return CapacitorPlan(
             switch_kvar=tuple(float(steps_kvar[k]) for k in chosen),
             q_comp_var=qc,
             q_needed_var=need,
             threshold_var=threshold,
             pf_before=pf_before,
-            pf_after=_pf(p1_w, q1_var - qc),
+            pf_after=pf_after,
             leading_after=q1_var - qc < 0,
             action=action,
             target_pf=target_pf,
+            target_reached=q1_var - qc < 0 or pf_after >= target_pf - 1e-12,
         )
 
     if q1_var < -threshold:

@@ -103,11 +103,14 @@ def estimate_frequency(
         fs_hz,
     )
     x = np.asarray(v, dtype=np.float64)
-    x = x - x.mean()
     dec = max(1, int(fs_hz // (_SAMPLES_PER_CYCLE_DECIMATED * f0_hz)))
-    if dec > 1:
+    if dec > 1:  # boxcar mean of `dec` samples, as a sum of strided views (fast)
         m = len(x) // dec
-        x = x[: m * dec].reshape(m, dec).mean(axis=1)
+        acc = x[0 : m * dec : dec].copy()
+        for off in range(1, dec):
+            acc += x[off : m * dec : dec]
+        x = acc / dec
+    x = x - x.mean()
     fs_d = fs_hz / dec
     if len(x) < 3 * fs_d / f0_hz:
         raise InsufficientDataError(
