@@ -181,6 +181,14 @@ def _lagrange_weights(r: Float) -> tuple[Float, Float, Float, Float]:
     )
 
 
+def _four_tap(x: Float, weights: list[Float], taps: list[slice | NDArray[np.intp]]) -> Float:
+    """Σ_m weights[m]·x[taps[m]]: the 4-point interpolation at the delayed positions."""
+    out: Float = weights[0] * x[taps[0]]
+    for w, t in zip(weights[1:], taps[1:], strict=True):
+        out += w * x[t]
+    return out
+
+
 def _window_means(g: Float, a: Float, b: Float) -> Float:
     """Mean of each row of ``g`` over consecutive windows [a_w, b_w] (a_{w+1} = b_w).
 
@@ -329,16 +337,15 @@ def analyze(
         delay = period[j0:j1] / 4.0
         shift = np.ceil(delay).astype(np.intp)
         weights = [np.repeat(w, counts) for w in _lagrange_weights(shift - delay)]
-        w_m1, w_0, w_p1, w_p2 = weights
+        taps: list[slice | NDArray[np.intp]]
         if np.all(shift == shift[0]):  # steady frequency: the taps are contiguous slices
-            s0 = lo - int(shift[0])
-            taps = [slice(s0 + m, s0 + m + len(k)) for m in (-1, 0, 1, 2)]
-            vb = w_m1 * va[taps[0]] + w_0 * va[taps[1]] + w_p1 * va[taps[2]] + w_p2 * va[taps[3]]
-            ib = w_m1 * ia[taps[0]] + w_0 * ia[taps[1]] + w_p1 * ia[taps[2]] + w_p2 * ia[taps[3]]
+            base = lo - int(shift[0])
+            taps = [slice(base + m, base + m + len(k)) for m in (-1, 0, 1, 2)]
         else:
             j = k - np.repeat(shift, counts)
-            vb = w_m1 * va[j - 1] + w_0 * va[j] + w_p1 * va[j + 1] + w_p2 * va[j + 2]
-            ib = w_m1 * ia[j - 1] + w_0 * ia[j] + w_p1 * ia[j + 1] + w_p2 * ia[j + 2]
+            taps = [j + m for m in (-1, 0, 1, 2)]
+
+        vb, ib = _four_tap(va, weights, taps), _four_tap(ia, weights, taps)
         vs, is_ = va[lo : hi + 1], ia[lo : hi + 1]
         g = np.empty((10, len(k)))
         vd, vq, id_, iq = g[0], g[1], g[2], g[3]
