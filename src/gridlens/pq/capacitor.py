@@ -186,6 +186,7 @@ def recommend_steps(
     def plan(chosen: tuple[int, ...], action: str) -> CapacitorPlan:
         qc = float(q_steps[list(chosen)].sum()) if chosen else 0.0
         pf_after = _pf(p1_w, q1_var - qc)
+        leading = q1_var - qc < 0
         return CapacitorPlan(
             switch_kvar=tuple(float(steps_kvar[k]) for k in chosen),
             q_comp_var=qc,
@@ -193,10 +194,10 @@ def recommend_steps(
             threshold_var=threshold,
             pf_before=pf_before,
             pf_after=pf_after,
-            leading_after=q1_var - qc < 0,
+            leading_after=leading,
             action=action,
             target_pf=target_pf,
-            target_reached=q1_var - qc < 0 or pf_after >= target_pf - 1e-12,
+            target_reached=leading or pf_after >= target_pf - 1e-12,
         )
 
     if q1_var < -threshold:
