@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from gridlens import __version__
+from gridlens.cli_grid import add_grid_commands
 from gridlens.errors import GridlensError, InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_pf(sub)
     _add_synth(sub)
+    add_grid_commands(sub, _emit_json)
     return parser
 
 
