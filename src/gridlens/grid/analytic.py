@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gridlens.errors import ParameterError
+from gridlens.grid.engines import SWITCH_OHM
 from gridlens.grid.feeder import Feeder
 
 __all__ = ["AnalyticScorer", "admittance_matrix"]
@@ -48,7 +49,8 @@ def admittance_matrix(feeder: Feeder) -> NDArray[np.complex128]:
         b = 2 * np.pi * f.frequency_hz * ln.c_nf * 1e-9 * zb
         add(i, j, y, 1.0, 0.5j * b)
     for sw in f.switches:
-        add(f.bus_index(sw.from_bus), f.bus_index(sw.to_bus), 1e5 + 0j)
+        i, j = f.bus_index(sw.from_bus), f.bus_index(sw.to_bus)
+        add(i, j, 1 / (complex(SWITCH_OHM, SWITCH_OHM) / ((kv[i] * 1e3) ** 2 / _S_BASE_VA)))
     for t in f.transformers:
         i, j = f.bus_index(t.from_bus), f.bus_index(t.to_bus)
         z_ohm = complex(t.r_pct, t.x_pct) / 100 * (t.kv_to * t.ratio * 1e3) ** 2 / (t.kva * 1e3)

@@ -12,7 +12,8 @@ is reduced to its balanced positive-sequence equivalent. What an unbalanced feed
 - **Transformers and regulators**: one two-winding wye-wye equivalent per bus pair (parallel
   single-phase units, e.g. a bank of three regulators, are merged: kVA summed, taps averaged);
   the solved tap ratio is kept. A centre-tapped (three-winding) service transformer uses its
-  first two windings.
+  first two windings. Reactance is floored at 0.1 % (``MIN_X_PCT``): near-ideal regulators make
+  power-grid-model's state estimator singular.
 - **Loads, PV, generators**: total kW/kvar per element as constant power, whatever their phase
   connection or load model; **capacitors**: their total kvar as a shunt.
 - Series reactors become lines. Elements that do not fit (shunt reactors, storage, ...) are
@@ -48,6 +49,12 @@ from gridlens.grid.feeder import Bus, Feeder, Generator, Line, Load, Shunt, Swit
 __all__ = ["compile_dss", "load_dss", "reduction_error"]
 
 _LINECODES = "IEEELineCodes.DSS"
+# Regulators are near-ideal (X of 0.001-0.01 %): power-grid-model's state estimator is singular
+# with so stiff a branch, so transformer reactance is floored at 0.1 % (a few 1e-5 pu of voltage).
+MIN_X_PCT = 0.1
+# Lines shorter than this (jumpers of micro-ohms) become closed switches (1 mΩ lines) for the
+# same reason.
+MIN_LINE_OHM = 1e-3
 
 
 def _bus(name: str) -> str:
@@ -146,7 +153,7 @@ def load_dss(path: str | Path) -> Feeder:
                 r = _z1(dss.Lines.RMatrix(), nph) * length * scale
                 x = _z1(dss.Lines.XMatrix(), nph) * length * scale
                 c = _z1(dss.Lines.CMatrix(), nph) * length / scale
-                if math.hypot(r, x) < 1e-9:
+                if math.hypot(r, x) < MIN_LINE_OHM:  # jumpers: a closed switch
                     switches.append(Switch(name, a, b))
                 else:
                     lines.append(Line(name, a, b, r, x, max(c, 0.0)))
@@ -187,7 +194,7 @@ def load_dss(path: str | Path) -> Feeder:
             kv[b],
             sum(g[0] for g in grp),
             float(np.mean([g[1] for g in grp])),
-            float(np.mean([g[2] for g in grp])),
+            max(float(np.mean([g[2] for g in grp])), MIN_X_PCT),
             float(np.mean([g[3] for g in grp])),
         )
         for (a, b), grp in groups.items()

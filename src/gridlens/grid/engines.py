@@ -31,6 +31,7 @@ ENGINES: tuple[str, ...] = ("opendss", "pgm")
 
 _SOURCE_SK_VA = 1e15  # stiff source in both engines (MVAsc = 1e9)
 _SOURCE_RX = 0.1
+SWITCH_OHM = 1e-3  # a closed switch: 1 mΩ + j1 mΩ in both engines
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def feeder_to_dss(feeder: Feeder) -> str:
     for sw in f.switches:
         out.append(
             f"New Line.{_dss_name(sw.name)} bus1={sw.from_bus} bus2={sw.to_bus} phases=3 "
-            "r1=1e-6 x1=1e-6 r0=1e-6 x0=1e-6 c1=0 c0=0 length=1 units=none"
+            f"r1={SWITCH_OHM} x1={SWITCH_OHM} r0={SWITCH_OHM} x0={SWITCH_OHM} c1=0 c0=0 "
+            "length=1 units=none"
         )
     for t in f.transformers:
         out.append(
@@ -193,8 +195,8 @@ def _solve_opendss(feeder: Feeder) -> PowerFlowResult:
 class PgmNetwork:
     """A feeder as a power-grid-model network, kept for batch power flow and estimation.
 
-    Ids: nodes 0..n-1 in feeder bus order, then lines, switches (links), transformers, the
-    source, loads, generators, shunts, and sensors added by the estimators.
+    Ids: nodes 0..n-1 in feeder bus order, then lines (closed switches as 1 mΩ lines),
+    transformers, the source, loads, generators, shunts, and sensors added by the estimators.
     """
 
     def __init__(self, feeder: Feeder) -> None:
@@ -219,25 +221,22 @@ class PgmNetwork:
             self._next += k
             return out
 
-        if f.lines:
-            ln = initialize_array(DatasetType.input, ComponentType.line, len(f.lines))
-            ln["id"] = ids(len(f.lines))
-            ln["from_node"] = f.bus_indices(x.from_bus for x in f.lines)
-            ln["to_node"] = f.bus_indices(x.to_bus for x in f.lines)
+        # closed switches are short lines (power-grid-model's ideal links make the state
+        # estimator's gain matrix singular)
+        segs = [(x.from_bus, x.to_bus, x.r_ohm, x.x_ohm, x.c_nf) for x in f.lines] + [
+            (x.from_bus, x.to_bus, SWITCH_OHM, SWITCH_OHM, 0.0) for x in f.switches
+        ]
+        if segs:
+            ln = initialize_array(DatasetType.input, ComponentType.line, len(segs))
+            ln["id"] = ids(len(segs))
+            ln["from_node"] = f.bus_indices(x[0] for x in segs)
+            ln["to_node"] = f.bus_indices(x[1] for x in segs)
             ln["from_status"] = ln["to_status"] = 1
-            ln["r1"] = ln["r0"] = [x.r_ohm for x in f.lines]
-            ln["x1"] = ln["x0"] = [x.x_ohm for x in f.lines]
-            ln["c1"] = ln["c0"] = [x.c_nf * 1e-9 for x in f.lines]
+            ln["r1"] = ln["r0"] = [x[2] for x in segs]
+            ln["x1"] = ln["x0"] = [x[3] for x in segs]
+            ln["c1"] = ln["c0"] = [x[4] * 1e-9 for x in segs]
             ln["tan1"] = ln["tan0"] = 0.0
             data[ComponentType.line] = ln
-        self.branch_ids = [ln["id"]] if f.lines else []
-        if f.switches:
-            lk = initialize_array(DatasetType.input, ComponentType.link, len(f.switches))
-            lk["id"] = ids(len(f.switches))
-            lk["from_node"] = f.bus_indices(x.from_bus for x in f.switches)
-            lk["to_node"] = f.bus_indices(x.to_bus for x in f.switches)
-            lk["from_status"] = lk["to_status"] = 1
-            data[ComponentType.link] = lk
         if f.transformers:
             ts = f.transformers
             tr = initialize_array(DatasetType.input, ComponentType.transformer, len(ts))
@@ -348,7 +347,7 @@ class PgmNetwork:
         from power_grid_model import CalculationMethod, ComponentType
 
         out_types: dict[Any, Any] = {ComponentType.node: ["u_pu", "u_angle"]}
-        for ct in (ComponentType.line, ComponentType.transformer, ComponentType.link):
+        for ct in (ComponentType.line, ComponentType.transformer):
             if ct in self.input_data:
                 out_types[ct] = ["p_from", "p_to", "q_from", "q_to"]
         try:

@@ -4,7 +4,9 @@ Every estimator has ``estimate(study, placements) -> phasors`` with shape
 ``(len(placements), S, n_bus)``: one estimate per placement and scenario of the study. A placement
 is a tuple of bus indices carrying a µPMU (voltage magnitude and angle).
 
-- ``wls``: exact weighted least squares, power-grid-model's Newton-Raphson state estimation.
+- ``wls``: exact weighted least squares, power-grid-model's Newton-Raphson state estimation
+  (its iterative-linear estimator when stiff branches make the Newton gain matrix singular,
+  e.g. on the 8500-node feeder).
   PMUs are voltage-phasor sensors, loads and PV are power sensors, load-free buses get a
   zero-injection sensor. Sigmas are the noise model's own: power sensors ``load_rel·|P|`` and
   ``load_rel·|Q|``, PV ``pv_rel·P``; power-grid-model takes one circular sigma per phasor, so a
@@ -191,9 +193,10 @@ class WLSEstimator:
     def __init__(self, max_batch: int = 4096, threads: int = 0) -> None:
         self.max_batch = max_batch
         self.threads = threads
+        self.method_used = ""
 
     def estimate(self, study: Study, placements: Sequence[Placement]) -> Complex2D:
-        from power_grid_model import CalculationMethod, ComponentType, DatasetType
+        from power_grid_model import ComponentType, DatasetType
         from power_grid_model import initialize_array as init
 
         se: _SEModel | None = study.engine_cache.get("se")
@@ -243,31 +246,44 @@ class WLSEstimator:
             pu["q_measured"] = np.tile(z_q, (len(chunk), 1))
             pu["p_sigma"] = np.tile(sig_p, (len(chunk), 1))
             pu["q_sigma"] = np.tile(sig_q, (len(chunk), 1))
-            try:
-                res = se.model.calculate_state_estimation(
-                    symmetric=True,
-                    error_tolerance=1e-9,
-                    max_iterations=30,
-                    calculation_method=CalculationMethod.newton_raphson,
-                    update_data={
-                        ComponentType.sym_voltage_sensor: vu,
-                        ComponentType.sym_power_sensor: pu,
-                    },
-                    threading=self.threads,
-                    output_component_types={ComponentType.node: ["u_pu", "u_angle"]},
-                )
-            except Exception as exc:
-                raise _se_error(exc, study.feeder) from None
+            upd = {ComponentType.sym_voltage_sensor: vu, ComponentType.sym_power_sensor: pu}
+            res = self._solve(se, upd, study.feeder)
             nd = res[ComponentType.node]
             out[c0 : c0 + len(chunk)] = (nd["u_pu"] * np.exp(1j * nd["u_angle"])).reshape(
                 len(chunk), S, n
             )
         return out
 
+    def _solve(self, se: _SEModel, upd: dict[Any, Any], feeder: Feeder) -> Any:
+        """Newton-Raphson SE; on a singular gain matrix, power-grid-model's iterative linear SE."""
+        from power_grid_model import CalculationMethod, ComponentType
+
+        methods = [CalculationMethod.newton_raphson, CalculationMethod.iterative_linear]
+        for k, method in enumerate(methods):
+            try:
+                res = se.model.calculate_state_estimation(
+                    symmetric=True,
+                    error_tolerance=1e-9 if k == 0 else 1e-8,
+                    max_iterations=30 if k == 0 else 100,
+                    calculation_method=method,
+                    update_data=upd,
+                    threading=self.threads,
+                    output_component_types={ComponentType.node: ["u_pu", "u_angle"]},
+                )
+                self.method_used = method.name
+                return res
+            except Exception as exc:
+                msgs = " ".join(getattr(exc, "error_messages", None) or [str(exc)])
+                if k == 0 and "singular" in msgs.lower():
+                    continue  # stiff branches: NR's gain matrix is singular, retry
+                raise _se_error(exc, feeder) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
 
 def _se_error(exc: Exception, feeder: Feeder) -> Exception:
     name = type(exc).__name__
-    text = str(exc).splitlines()[0] if str(exc) else name
+    msgs = getattr(exc, "error_messages", None)
+    text = (msgs[0] if msgs else str(exc) or name).splitlines()[0]
     if "Observ" in name or "observ" in text:
         return InputError(
             f"the sensor set is not observable on feeder {feeder.name!r}: {text}; "
