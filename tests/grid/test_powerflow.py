@@ -111,3 +111,27 @@ def test_ieee_feeders_load_and_agree(feeders, rel: str, max_dev: float | None) -
     assert np.abs(a.phasors - b.phasors).max() < 1e-4  # both engines solve the same reduction
     if max_dev is not None:  # the reduction stays close to OpenDSS's unbalanced solution
         assert reduction_error(feeders / rel, f) < max_dev
+
+
+def test_island_and_overload_are_clear_errors() -> None:
+    from dataclasses import replace
+
+    from gridlens.errors import ConvergenceError, InputError
+    from gridlens.grid.estimation import Study
+    from gridlens.grid.feeder import Bus, Line, Load
+
+    f = ieee15()
+    island = replace(
+        f,
+        buses=(*f.buses, Bus("16", 11.0), Bus("17", 11.0)),
+        lines=(*f.lines, Line("iso", "16", "17", 1.0, 1.0)),
+        loads=(*f.loads, Load("LD17", "17", 50.0, 50.0)),
+    )
+    with pytest.raises(InputError, match=r"2 bus\(es\) .* not connected .* unobservable"):
+        Study.build(island, 2)
+    with pytest.raises(InputError, match="not connected"):
+        solve_power_flow(island, "opendss")
+    heavy = f.with_loads([x.p_kw * 40 for x in f.loads], [x.q_kvar * 40 for x in f.loads])
+    for engine in ("pgm", "opendss"):
+        with pytest.raises(ConvergenceError):
+            solve_power_flow(heavy, engine)

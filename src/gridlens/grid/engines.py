@@ -61,6 +61,7 @@ class PowerFlowResult:
 
 def solve_power_flow(feeder: Feeder, engine: str = "pgm") -> PowerFlowResult:
     """Solve ``feeder`` with ``engine`` ('opendss' or 'pgm')."""
+    feeder.check_connected()
     if engine == "pgm":
         return PgmNetwork(feeder).power_flow_result()
     if engine == "opendss":
@@ -179,6 +180,11 @@ def _solve_opendss(feeder: Feeder) -> PowerFlowResult:
     lookup = {n.lower(): k for k, n in enumerate(names)}
     idx = [lookup[b.lower()] for b in feeder.bus_names]
     phasor = v[idx]
+    if np.nanmin(np.abs(phasor)) < 0.7:  # loads fell back to constant impedance: no PQ solution
+        raise ConvergenceError(
+            f"OpenDSS power flow of {feeder.name!r} has no constant-power solution "
+            f"(|V| falls to {np.nanmin(np.abs(phasor)):.2f} pu): the feeder is overloaded"
+        )
     losses = dss.Circuit.Losses()
     # Vsource impedance is part of the circuit losses; it is ~1e-9 of the feeder's.
     return PowerFlowResult(

@@ -87,6 +87,7 @@ class Study:
         noise: NoiseModel | None = None,
         weights: Weights | None = None,
     ) -> Study:
+        feeder.check_connected()
         scen = paper_scenarios(feeder, n_scenarios, seed=seed)
         net = PgmNetwork(feeder)
         truth, _ = net.power_flow(net.load_update(scen.load_p_kw, scen.load_q_kvar, scen.pv_kw))

@@ -22,7 +22,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from gridlens.errors import NotFoundError, ParameterError, check_param
+from gridlens.errors import InputError, NotFoundError, ParameterError, check_param
 
 __all__ = [
     "Bus",
@@ -135,6 +135,30 @@ class Feeder:
         for b in ends:
             if b not in known:
                 raise NotFoundError(f"feeder {self.name!r} refers to unknown bus {b!r}")
+
+    def check_connected(self) -> None:
+        """Raise :class:`InputError` if some buses are not connected to the source."""
+        n = self.n_bus
+        adj: list[list[int]] = [[] for _ in range(n)]
+        for br in self.branches:
+            a, b = self.bus_index(br.from_bus), self.bus_index(br.to_bus)
+            adj[a].append(b)
+            adj[b].append(a)
+        seen = np.zeros(n, dtype=bool)
+        stack = [self.bus_index(self.source_bus)]
+        seen[stack[0]] = True
+        while stack:
+            for nb in adj[stack.pop()]:
+                if not seen[nb]:
+                    seen[nb] = True
+                    stack.append(nb)
+        if not seen.all():
+            lost = [self.bus_names[k] for k in np.flatnonzero(~seen)[:5]]
+            raise InputError(
+                f"{int((~seen).sum())} bus(es) of feeder {self.name!r} are not connected to the "
+                f"source ({', '.join(lost)}{' ...' if (~seen).sum() > 5 else ''}): their state "
+                "is unobservable"
+            )
 
     # -- lookup ------------------------------------------------------------------------------
     @property
