@@ -69,6 +69,21 @@ def test_analytic_many_harmonics(f0, lag1):  # type: ignore[no-untyped-def]
     assert np.all(np.abs(rep.windows.pf1 - exp["pf1"]) < 2e-4)
 
 
+@pytest.mark.parametrize("f_hz,f0", [(50.4, 50.0), (59.6, 60.0)])
+def test_analytic_many_harmonics_off_nominal(f_hz, f0):  # type: ignore[no-untyped-def]
+    """All three methods off nominal: the DQ β terms and the time-delay T/4 follow the
+    tracked period, not the nominal one."""
+    rng = np.random.default_rng(11)
+    v, i = many_harmonics(rng, 41.0)
+    wf = synthesize(v, i, f_hz=f_hz, fs_hz=12_800.0, duration_s=2.0)
+    a = analyze(wf.v, wf.i, wf.fs_hz, f0_hz=f0).aggregate
+    exp = truth(v, i)
+    for key in ("p1_w", "q1_var", "v1_rms_v", "i1_rms_a", "p_w"):
+        assert getattr(a, key) == pytest.approx(exp[key], rel=2e-4), key
+    for key in ("pf1", "pf_power_triangle", "pf_time_delay", "thd_v", "thd_i"):
+        assert getattr(a, key) == pytest.approx(exp[key], abs=2e-4), key
+
+
 def test_engine_agrees_with_reference_dq_on_whole_cycles():  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(7)
     v, i = many_harmonics(rng, 48.0)

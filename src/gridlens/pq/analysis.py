@@ -7,11 +7,16 @@ nominal. Inside each window it evaluates the seed paper's three methods [1]_ and
 IEEE 1459-2010 [2]_ single-phase quantities:
 
 - the fundamental angle θ(t) advances 2π per tracked cycle (linear inside a cycle);
-- the β signals are the quarter-period delayed v and i (4-point Lagrange interpolation at the
-  cycle's own period), so the DQ method and the time-delay method see the real T/4;
+- the quarter-period delay is T/4 of the window's own mean period, so the DQ method and the
+  time-delay method see the real T/4 off nominal. The DQ method's β terms are the α products
+  averaged over the window delayed by T/4, which is the same integral, so no β signal is
+  built. The time-delay method interpolates i(t − T/4) between samples (4-point Lagrange);
 - every window mean is the exact integral of the linearly interpolated samples between the
   (fractional) crossing instants, divided by the window length, so windows need not start or
   end on a sample.
+
+The vectorised per-sample work lives in :mod:`gridlens.pq._engine`, whose docstring gives
+the method in full.
 
 Aggregates are energy-based: P1, Q1, P and the time-delay Q are averaged over time (as a
 billing meter integrates them) and RMS values are quadratic means; the aggregate power factors
@@ -33,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from gridlens.errors import DataFormatError, InputError, InsufficientDataError, check_param
+from gridlens.pq._engine import window_integrals
 from gridlens.pq.frequency import FrequencyTrack, estimate_frequency, nominal_track
 from gridlens.pq.methods import dq_from_components
 
@@ -40,9 +46,6 @@ __all__ = ["PQReport", "Quantities", "analyze", "default_window_cycles"]
 
 Float = NDArray[np.float64]
 T = TypeVar("T", float, NDArray[np.float64])
-
-# windows are processed in batches spanning about this many samples (bounds memory)
-_BATCH_SAMPLES = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -170,50 +173,6 @@ def _finish(
         )
 
 
-def _lagrange_weights(r: Float) -> tuple[Float, Float, Float, Float]:
-    """4-point Lagrange weights for x[j-1], x[j], x[j+1], x[j+2] at fractional offset r."""
-    rm1, rm2, rp1 = r - 1.0, r - 2.0, r + 1.0
-    return (
-        -r * rm1 * rm2 / 6.0,
-        rp1 * rm1 * rm2 / 2.0,
-        -rp1 * r * rm2 / 2.0,
-        rp1 * r * rm1 / 6.0,
-    )
-
-
-def _four_tap(x: Float, weights: list[Float], taps: list[slice | NDArray[np.intp]]) -> Float:
-    """Σ_m weights[m]·x[taps[m]]: the 4-point interpolation at the delayed positions."""
-    out: Float = weights[0] * x[taps[0]]
-    for w, t in zip(weights[1:], taps[1:], strict=True):
-        out += w * x[t]
-    return out
-
-
-def _window_means(g: Float, a: Float, b: Float) -> Float:
-    """Mean of each row of ``g`` over consecutive windows [a_w, b_w] (a_{w+1} = b_w).
-
-    Integrates the piecewise-linear interpolant of the samples exactly. With
-    S[j] = Σ_{m<=j} g[m], the trapezoid integral from sample 0 up to x (j = floor x,
-    r = x − j) is F(x) = S[j] + e(x) − g[0]/2, e(x) = −g[j]/2 + r·g[j] + r²/2·(g[j+1] − g[j]),
-    so F(b) − F(a) = Σ_{m=floor(a)+1}^{floor(b)} g[m] + e(b) − e(a): one ``reduceat`` and
-    two edge terms per window.
-    """
-    ja = np.floor(a).astype(np.intp)
-    jb = np.minimum(np.floor(b).astype(np.intp), g.shape[1] - 2)
-
-    def edge(x: Float, j: NDArray[np.intp]) -> Float:
-        r = x - j
-        gj, gj1 = g[:, j], g[:, j + 1]
-        out: Float = (r - 0.5) * gj + 0.5 * r * r * (gj1 - gj)
-        return out
-
-    starts = ja + 1
-    inner = np.add.reduceat(g[:, : jb[-1] + 1], starts, axis=1)
-    inner[:, starts >= jb + 1] = 0.0  # empty segments (windows shorter than a sample)
-    out: Float = (inner + edge(b, jb) - edge(a, ja)) / (b - a)
-    return out
-
-
 def _validate(v: ArrayLike, i: ArrayLike, fs_hz: float) -> tuple[Float, Float]:
     try:
         va = np.asarray(v, dtype=np.float64)
@@ -225,6 +184,8 @@ def _validate(v: ArrayLike, i: ArrayLike, fs_hz: float) -> tuple[Float, Float]:
     if len(va) != len(ia):
         raise InputError(f"v and i lengths differ: {len(va)} vs {len(ia)} samples")
     for name, x in (("v", va), ("i", ia)):
+        if np.isfinite(np.sum(x)):  # NaN and ±inf propagate into the sum: the fast check
+            continue
         bad = ~np.isfinite(x)
         if bad.any():
             raise DataFormatError(
@@ -300,71 +261,30 @@ def analyze(
         else nominal_track(n, fs_hz, f0_hz)
     )
     c = track.crossings
-    period = np.diff(c)
-    # the first window starts where its quarter-period delayed samples exist; the last ends
-    # where the interpolation still has a sample after it
-    ok_start = np.flatnonzero(c[:-1] >= period / 4.0 + 3.0)
-    ok_end = np.flatnonzero(c <= n - 3.0)
-    if len(ok_start) == 0 or len(ok_end) == 0 or ok_end[-1] - ok_start[0] < 2:
-        raise InsufficientDataError("fewer than 2 whole fundamental cycles in the record")
-    s0, s_last = int(ok_start[0]), int(ok_end[-1])
-    n_cyc_avail = s_last - s0
-    if n_cyc_avail < n_win_cyc:
-        n_win_cyc = n_cyc_avail
+    # the last window ends two samples before the record ends (interpolation); the first
+    # starts once its quarter-period delayed copy, and the interpolation taps of the delayed
+    # current, lie inside the record
+    s_last = int(np.searchsorted(c, n - 3.0, side="right")) - 1
+    s0 = int(np.searchsorted(c, 3.0))
+    while True:
+        n_cyc_avail = s_last - s0
+        if n_cyc_avail < 2:
+            raise InsufficientDataError("fewer than 2 whole fundamental cycles in the record")
+        n_win_cyc = min(n_win_cyc, n_cyc_avail)
+        if c[s0] - (c[s0 + n_win_cyc] - c[s0]) / (4.0 * n_win_cyc) >= 3.0:
+            break
+        s0 += 1
     n_win = n_cyc_avail // n_win_cyc
-    edges = c[s0 + n_win_cyc * np.arange(n_win + 1)]
-
-    prim = np.empty((10, n_win))  # window means of vd vq id iq v i v² i² v·i v·iβ
-    win_per_batch = max(1, int(_BATCH_SAMPLES // (n_win_cyc * fs_hz / f0_hz)))
-    for w0 in range(0, n_win, win_per_batch):
-        w1 = min(n_win, w0 + win_per_batch)
-        a, b = edges[w0:w1], edges[w0 + 1 : w1 + 1]
-        lo, hi = int(np.floor(a[0])), int(np.ceil(b[-1])) + 1
-        k = np.arange(lo, hi + 1)
-        # cycle index of every sample: cycle j holds samples ceil(c_j) .. ceil(c_{j+1}) - 1
-        j0 = max(int(np.searchsorted(c, lo, side="right")) - 1, 0)
-        j1 = min(int(np.searchsorted(c, hi, side="right")), len(c) - 1)
-        first = np.ceil(c[j0 : j1 + 1]).astype(np.intp)
-        first[0], first[-1] = lo, hi + 1
-        counts = np.diff(first)
-        cyc = np.repeat(np.arange(j0, j1), counts)
-        per = period[cyc]
-        # θ in [0, 2π) (+ 2π·cycle index, irrelevant for cos/sin). Single-precision trig is
-        # ~30x faster here; its 1e-7 rad resolution is far below anything PF can resolve.
-        theta = (2.0 * np.pi * (k - c[cyc]) / per).astype(np.float32)
-        cos_t, sin_t = np.cos(theta).astype(np.float64), np.sin(theta).astype(np.float64)
-        # quarter-period delay: k − P_j/4 has the same fractional part for a whole cycle
-        delay = period[j0:j1] / 4.0
-        shift = np.ceil(delay).astype(np.intp)
-        weights = [np.repeat(w, counts) for w in _lagrange_weights(shift - delay)]
-        taps: list[slice | NDArray[np.intp]]
-        if np.all(shift == shift[0]):  # steady frequency: the taps are contiguous slices
-            base = lo - int(shift[0])
-            taps = [slice(base + m, base + m + len(k)) for m in (-1, 0, 1, 2)]
-        else:
-            j = k - np.repeat(shift, counts)
-            taps = [j + m for m in (-1, 0, 1, 2)]
-
-        vb, ib = _four_tap(va, weights, taps), _four_tap(ia, weights, taps)
-        vs, is_ = va[lo : hi + 1], ia[lo : hi + 1]
-        g = np.empty((10, len(k)))
-        vd, vq, id_, iq = g[0], g[1], g[2], g[3]
-        np.multiply(vs, cos_t, out=vd)
-        vd += vb * sin_t
-        np.multiply(vb, cos_t, out=vq)
-        vq -= vs * sin_t
-        np.multiply(is_, cos_t, out=id_)
-        id_ += ib * sin_t
-        np.multiply(ib, cos_t, out=iq)
-        iq -= is_ * sin_t
-        g[4], g[5] = vs, is_
-        np.multiply(vs, vs, out=g[6])
-        np.multiply(is_, is_, out=g[7])
-        np.multiply(vs, is_, out=g[8])
-        np.multiply(vs, ib, out=g[9])
-        prim[:, w0:w1] = _window_means(g, a - lo, b - lo)
-
-    vd, vq, id_, iq, vdc, idc, v2, i2, vi, vib = prim
+    edge_idx = s0 + n_win_cyc * np.arange(n_win + 1)
+    edges = c[edge_idx]
+    length = np.diff(edges)
+    integ = window_integrals(va, ia, c, edge_idx)
+    vdc, idc, v2, i2, vi = integ.plain / length
+    # x_d = x_α·cos θ + x_β·sin θ, x_q = −x_α·sin θ + x_β·cos θ with x_β(t) = x(t − T/4):
+    # the β terms are the α products over the quarter-period delayed window (see _engine)
+    v_cos, v_sin, i_cos, i_sin = (integ.dq + integ.dq_delayed) / length
+    vd, vq, id_, iq = v_cos, -v_sin, i_cos, -i_sin
+    vib = integ.time_delay / length
     dq = dq_from_components(vd, vq, id_, iq)
     dur = (edges[1:] - edges[:-1]) / fs_hz
     windows: Quantities[Float] = _finish(
