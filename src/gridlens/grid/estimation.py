@@ -376,14 +376,20 @@ class _Problem:
             out[r] = v[self._dss]
         return out
 
-    def cost(self, x: NDArray[np.float64], ph: Complex2D) -> NDArray[np.float64]:
-        """J for states ``x`` (G, N, D) with their phasors ``ph`` (G, N, n_bus)."""
-        r = (x - self.z[:, None, :]) / self.scale[:, None, :]
+    def cost(
+        self, x: NDArray[np.float64], ph: Complex2D, swarm: int | None = None
+    ) -> NDArray[np.float64]:
+        """J for states ``x`` (G, N, D) with their phasors ``ph`` (G, N, n_bus).
+
+        With ``swarm`` = g, ``x`` and ``ph`` hold one swarm's particles (1, N, ...).
+        """
+        sel = slice(None) if swarm is None else slice(swarm, swarm + 1)
+        r = (x - self.z[sel, None, :]) / self.scale[sel, None, :]
         j = (self.w * r * r).sum(axis=-1)
-        zv = self.zv[:, None, :]
+        zv = self.zv[sel, None, :]
         dm = np.abs(ph) - np.abs(zv)
         da = np.angle(ph * np.conj(zv))
-        jp = ((dm * dm + da * da) * self.mask[:, None, :]).sum(axis=-1)
+        jp = ((dm * dm + da * da) * self.mask[sel, None, :]).sum(axis=-1)
         return np.asarray(j + self.w_pmu * jp)
 
     def evaluate(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], Complex2D]:
@@ -536,17 +542,8 @@ class _SubProblem:
         self.prob, self.g = prob, g
 
     def __call__(self, xt: NDArray[np.float64]) -> NDArray[np.float64]:
-        p, g = self.prob, self.g
         x = np.asarray(xt).T[None, :, :]
-        ph = p.phasors(x)
-        # evaluate with swarm g's measurements and mask
-        r = (x - p.z[g]) / p.scale[g]
-        j = (p.w * r * r).sum(axis=-1)
-        zv = p.zv[g]
-        dm = np.abs(ph) - np.abs(zv)
-        da = np.angle(ph * np.conj(zv))
-        jp = ((dm * dm + da * da) * p.mask[g]).sum(axis=-1)
-        return np.asarray((j + p.w_pmu * jp)[0])
+        return np.asarray(self.prob.cost(x, self.prob.phasors(x), self.g)[0])
 
 
 ESTIMATORS: dict[str, Callable[..., Estimator]] = {

@@ -16,7 +16,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -336,7 +336,7 @@ def _greedy(
         evaluated += len(first)
         chosen = [first[int(np.argmin([s.mean_tve_pct for s in sc]))][0]]
         last = sc
-    for step in _steps(k - len(chosen)):
+    for step in range(max(0, k - len(chosen))):
         cand = [b for b in free if b not in chosen]
         if isinstance(scorer, AnalyticScorer):
             per = scorer.extend(study, tuple(sorted(chosen)), cand)
@@ -366,7 +366,3 @@ def _greedy(
         last = evaluate_placements(study, scorer, [tuple(sorted(chosen))])
         evaluated += 1
     return last, evaluated
-
-
-def _steps(n: int) -> Iterator[int]:
-    return iter(range(max(0, n)))
