@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gridlens.errors import ConvergenceError, DataFormatError, ParameterError
-from gridlens.grid.feeder import Feeder
+from gridlens.grid.feeder import Feeder, Generator, Load
 
 __all__ = ["ENGINES", "PgmNetwork", "PowerFlowResult", "feeder_to_dss", "solve_power_flow"]
 
@@ -222,11 +222,7 @@ class PgmNetwork:
         node["u_rated"] = f.kv_ll * 1e3
         data: dict[Any, Any] = {ComponentType.node: node}
 
-        def ids(k: int) -> NDArray[np.int64]:
-            out = np.arange(self._next, self._next + k, dtype=np.int64)
-            self._next += k
-            return out
-
+        ids = self.new_ids
         # closed switches are short lines (power-grid-model's ideal links make the state
         # estimator's gain matrix singular)
         segs = [(x.from_bus, x.to_bus, x.r_ohm, x.x_ohm, x.c_nf) for x in f.lines] + [
@@ -272,24 +268,20 @@ class PgmNetwork:
         src["rx_ratio"] = _SOURCE_RX
         data[ComponentType.source] = src
         self.source_id = int(src["id"][0])
-        ld = initialize_array(DatasetType.input, ComponentType.sym_load, len(f.loads))
-        ld["id"] = ids(len(f.loads))
-        ld["node"] = f.bus_indices(x.bus for x in f.loads)
-        ld["status"] = 1
-        ld["type"] = LoadGenType.const_power
-        ld["p_specified"] = [x.p_kw * 1e3 for x in f.loads]
-        ld["q_specified"] = [x.q_kvar * 1e3 for x in f.loads]
-        data[ComponentType.sym_load] = ld
-        self.load_ids = ld["id"].copy()
-        gen = initialize_array(DatasetType.input, ComponentType.sym_gen, len(f.generators))
-        gen["id"] = ids(len(f.generators))
-        gen["node"] = f.bus_indices(x.bus for x in f.generators)
-        gen["status"] = 1
-        gen["type"] = LoadGenType.const_power
-        gen["p_specified"] = [x.p_kw * 1e3 for x in f.generators]
-        gen["q_specified"] = [x.q_kvar * 1e3 for x in f.generators]
-        data[ComponentType.sym_gen] = gen
-        self.gen_ids = gen["id"].copy()
+
+        def appliances(ct: Any, items: tuple[Load, ...] | tuple[Generator, ...]) -> Any:
+            arr = initialize_array(DatasetType.input, ct, len(items))
+            arr["id"] = ids(len(items))
+            arr["node"] = f.bus_indices(x.bus for x in items)
+            arr["status"] = 1
+            arr["type"] = LoadGenType.const_power
+            arr["p_specified"] = [x.p_kw * 1e3 for x in items]
+            arr["q_specified"] = [x.q_kvar * 1e3 for x in items]
+            data[ct] = arr
+            return arr["id"].copy()
+
+        self.load_ids = appliances(ComponentType.sym_load, f.loads)
+        self.gen_ids = appliances(ComponentType.sym_gen, f.generators)
         if f.shunts:
             sh = initialize_array(DatasetType.input, ComponentType.shunt, len(f.shunts))
             sh["id"] = ids(len(f.shunts))
