@@ -1,0 +1,334 @@
+"""``gridlens meter train|eval``, ``gridlens read`` and ``gridlens read-digits``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gridlens.errors import InputError, NotFoundError, ParameterError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+def _fold(text: str) -> int | str:
+    if text in ("all", "none"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a fold number 0-4, 'all' or 'none'") from None
+
+
+def add_meter_commands(sub: Any, emit_json: Any) -> None:
+    m = sub.add_parser(
+        "meter",
+        help="train and evaluate the digit-wheel model",
+        description="Train the digit-wheel CNN on meter-digits (leave-meter-out) and measure it.",
+    )
+    msub = m.add_subparsers(dest="meter_command", metavar="{train,eval,synth}")
+    t = msub.add_parser(
+        "train",
+        help="train (PyTorch) and export ONNX",
+        description="Train the digit CNN. --holdout-fold K holds out the meter families of fold "
+        "K and reports on them; 'all' runs the 5-fold leave-meter-out study; 'none' trains on "
+        "every crop. With --out, a final model is trained on every crop and exported with its "
+        "model card (the held-out metrics of the folds run in the same command).",
+    )
+    t.add_argument("--data", type=Path, help="meter-digits folder (default $GRIDLENS_DATA/...)")
+    t.add_argument("--holdout-fold", type=_fold, default=0, help="0-4, all or none (default 0)")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--width", type=int, default=16, help="channels of the first conv stage")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, help="use about this many crops (quick runs)")
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--out", type=Path, help="write the ONNX model (and .json card) here")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=lambda a: _cmd_train(a, emit_json))
+
+    e = msub.add_parser(
+        "eval",
+        help="measure an ONNX digit model on held-out meter families",
+        description="Accuracy of an ONNX digit model on the crops of one leave-meter-out fold "
+        "(or all crops), overall and per meter family.",
+    )
+    e.add_argument("--model", type=Path, help="ONNX model (default: the shipped one)")
+    e.add_argument("--data", type=Path)
+    e.add_argument("--holdout-fold", type=_fold, default="all", help="0-4 or all (default all)")
+    e.add_argument("--limit", type=int)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=lambda a: _cmd_eval(a, emit_json))
+
+    y = msub.add_parser(
+        "synth",
+        help="render a synthetic meter photo with its reference and ROI",
+        description="Write reference.jpg, roi.json and meter.jpg (a camera photo of a meter "
+        "showing --reading, wheels mid-roll, perspective, glare, noise) into DIR, ready for "
+        "`gridlens read DIR/meter.jpg --roi DIR/roi.json`.",
+    )
+    y.add_argument("folder", type=Path, metavar="DIR")
+    y.add_argument("--reading", type=float, default=12345.6)
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--digits", type=int, default=6, help="number of wheels (default 6)")
+    y.add_argument("--decimals", type=int, default=1, help="wheels after the point (default 1)")
+    y.add_argument("--json", action="store_true")
+    y.set_defaults(func=lambda a: _cmd_synth(a, emit_json))
+
+    def _meter_help(a: argparse.Namespace) -> int:
+        m.print_help(sys.stderr)
+        return 2
+
+    m.set_defaults(func=_meter_help)
+
+    d = sub.add_parser(
+        "read-digits",
+        help="read single digit-wheel crops",
+        description="Read single digit-wheel crops (files or folders of images) with the digit "
+        "model: wheel position in [0, 10) to a tenth, and the model's confidence.",
+    )
+    d.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    d.add_argument("--model", type=Path)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=lambda a: _cmd_read_digits(a, emit_json))
+
+    r = sub.add_parser(
+        "read",
+        help="read a whole meter photo",
+        description="Align a meter photo to the reference, crop the digit wheels, read them, "
+        "resolve carries and check plausibility against the previous reading.",
+    )
+    r.add_argument("image", type=Path)
+    r.add_argument("--roi", type=Path, required=True, help="ROI.json (digit boxes, reference)")
+    r.add_argument("--previous", type=float, help="the last accepted reading")
+    r.add_argument("--elapsed-s", type=float, help="seconds since the last accepted reading")
+    r.add_argument("--max-rate", type=float, help="largest plausible rate, units per hour")
+    r.add_argument("--model", type=Path)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=lambda a: _cmd_read(a, emit_json))
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cmd_train(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.meter.data import N_FOLDS, load_digit_set
+    from gridlens.meter.model import digit_metrics
+    from gridlens.meter.train import TrainConfig, config_dict, export_onnx, predict_torch
+    from gridlens.meter.train import train_digit_model as fit
+
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        width=args.width,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        augment=not args.no_augment,
+    )
+    cfg.check()
+    ds = load_digit_set(args.data, limit=args.limit)
+    folds: list[int] = (
+        list(range(N_FOLDS))
+        if args.holdout_fold == "all"
+        else []
+        if args.holdout_fold == "none"
+        else [int(args.holdout_fold)]
+    )
+    if folds and not all(0 <= k < N_FOLDS for k in folds):
+        raise ParameterError(f"--holdout-fold must be 0-{N_FOLDS - 1}, all or none")
+    per_fold: list[dict[str, Any]] = []
+    pooled_pred: list[np.ndarray] = []
+    pooled_conf: list[np.ndarray] = []
+    pooled_lab: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    last_model = None
+    for k in folds:
+        train, test = ds.split(k)
+        held = ", ".join(sorted(set(test.families.tolist())))
+        _progress(f"fold {k}: training on {len(train)} crops, holding out {len(test)}: {held}")
+        model = fit(train, cfg, valid=test)
+        pred, conf = predict_torch(model, test.images)
+        met: dict[str, Any] = dict(digit_metrics(pred, test.labels, conf))
+        met["fold"] = k
+        met["families"] = sorted(set(test.families.tolist()))
+        per_fold.append(met)
+        pooled_pred.append(pred)
+        pooled_conf.append(conf)
+        pooled_lab.append(test.labels)
+        last_model = model
+    doc: dict[str, Any] = {"config": config_dict(cfg), "n_crops": len(ds), "folds": per_fold}
+    if per_fold:
+        doc["held_out"] = digit_metrics(
+            np.concatenate(pooled_pred), np.concatenate(pooled_lab), np.concatenate(pooled_conf)
+        )
+    if args.out is not None:
+        if args.holdout_fold != "none" and len(folds) != 1:
+            _progress(f"final model: training on all {len(ds)} crops")
+            last_model = fit(ds, cfg)
+        elif args.holdout_fold == "none":
+            last_model = fit(ds, cfg)
+        assert last_model is not None
+        card = {
+            "name": "gridlens digit-wheel CNN",
+            "input": "grayscale crop resized to 48x32 (h x w), raw 0-255 pixels, NCHW float32",
+            "output": "100 class probabilities, class k = wheel position k/10",
+            "trained_on": (
+                "every crop" if len(folds) != 1 else f"all crops except fold {folds[0]}"
+            ),
+            "data": "meter-digits (Tenth-of-step-of-a-meter-digit, haverland), Apache-2.0",
+            "rebuild": "gridlens meter train " + shlex.join(sys.argv[3:]),
+            **doc,
+        }
+        path = export_onnx(last_model, args.out, card=card)
+        doc["model"] = str(path)
+        doc["model_bytes"] = path.stat().st_size
+    doc["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.json:
+        emit_json(doc)
+    else:
+        for f in per_fold:
+            print(
+                f"fold {f['fold']}: {int(f['n'])} held-out crops, within ±0.2 "
+                f"{f['within_0.2']:.2%}, within ±0.5 {f['within_0.5']:.2%}, "
+                f"MAE {f['mae']:.3f}"
+            )
+        if "held_out" in doc:
+            h = doc["held_out"]
+            print(
+                f"held out (pooled): {int(h['n'])} crops, within ±0.2 {h['within_0.2']:.2%}, "
+                f"within ±0.5 {h['within_0.5']:.2%}"
+            )
+        if "model" in doc:
+            print(f"model: {doc['model']} ({doc['model_bytes'] / 1024:.0f} KiB)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.meter.data import N_FOLDS, load_digit_set
+    from gridlens.meter.model import DigitReader, digit_metrics
+
+    reader = DigitReader(args.model)
+    ds = load_digit_set(args.data, limit=args.limit)
+    if args.holdout_fold == "none":
+        raise ParameterError("--holdout-fold for eval must be 0-4 or all")
+    if args.holdout_fold != "all":
+        k = int(args.holdout_fold)
+        if not 0 <= k < N_FOLDS:
+            raise ParameterError(f"--holdout-fold must be 0-{N_FOLDS - 1} or all")
+        ds = ds.split(k)[1]
+    t0 = time.perf_counter()
+    pred, conf = reader.predict(ds.images)
+    dt = time.perf_counter() - t0
+    doc: dict[str, Any] = {
+        "model": str(reader.path),
+        "overall": digit_metrics(pred, ds.labels, conf),
+        "crops_per_s": len(ds) / dt if dt > 0 else None,
+        "families": {},
+    }
+    for fam in sorted(set(ds.families.tolist())):
+        m = ds.families == fam
+        doc["families"][fam] = digit_metrics(pred[m], ds.labels[m], conf[m])
+    if args.json:
+        emit_json(doc)
+    else:
+        o = doc["overall"]
+        print(
+            f"{int(o['n'])} crops: within ±0.2 {o['within_0.2']:.2%}, within ±0.5 "
+            f"{o['within_0.5']:.2%}, MAE {o['mae']:.3f} ({doc['crops_per_s']:.0f} crops/s)"
+        )
+        for fam, f in doc["families"].items():
+            print(f"  {fam:55s} {int(f['n']):5d}  ±0.2 {f['within_0.2']:7.2%}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.meter.synth import write_example
+
+    ex = write_example(
+        args.folder,
+        reading=args.reading,
+        seed=args.seed,
+        n_digits=args.digits,
+        decimals=args.decimals,
+    )
+    doc = {
+        "reference": str(ex.reference),
+        "roi": str(ex.roi),
+        "meter": str(ex.meter),
+        "reading": ex.reading,
+    }
+    if args.json:
+        emit_json(doc)
+    else:
+        print(f"wrote {ex.meter} (reading {ex.reading}), {ex.reference} and {ex.roi}")
+        print(f"try: gridlens read {ex.meter} --roi {ex.roi}")
+    return 0
+
+
+def _collect_images(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise NotFoundError(f"{p} does not exist")
+    if not files:
+        raise InputError("no images found (looked for .jpg, .jpeg, .png, .bmp)")
+    return files
+
+
+def _cmd_read_digits(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.meter.image import decode_image
+    from gridlens.meter.model import DigitReader
+
+    reader = DigitReader(args.model)
+    files = _collect_images(args.paths)
+    crops = [decode_image(f) for f in files]
+    values, conf = reader.read_crops(crops)
+    rows = [
+        {"file": str(f), "value": round(float(v), 1), "confidence": round(float(c), 4)}
+        for f, v, c in zip(files, values, conf, strict=True)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['value']:4.1f}  {r['confidence']:.2f}  {r['file']}")
+    return 0
+
+
+def _cmd_read(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.meter.plausibility import History, Limits
+    from gridlens.meter.reading import MeterReader
+
+    meter = MeterReader.from_roi_file(args.roi, model=args.model)
+    history = None
+    if args.previous is not None:
+        history = History.single(args.previous, elapsed_s=args.elapsed_s)
+    elif args.elapsed_s is not None:
+        raise InputError("--elapsed-s needs --previous")
+    limits = Limits(max_rate_per_h=args.max_rate) if args.max_rate is not None else Limits()
+    result = meter.read_file(args.image, history=history, limits=limits)
+    doc = result.to_dict()
+    if args.json:
+        emit_json(doc)
+    else:
+        digits = " ".join(f"{d['value']:.1f}({d['confidence']:.2f})" for d in doc["digits"])
+        if doc["status"] == "ok":
+            print(f"{doc['value']}  (raw {doc['raw']})  ok")
+        else:
+            print(f"rejected: {doc['reason']}  (raw {doc['raw']})")
+        print(f"wheels: {digits}")
+        if doc.get("note"):
+            print(f"note: {doc['note']}")
+    return 0 if doc["status"] == "ok" else 1

@@ -1,0 +1,240 @@
+"""Alignment to the reference: accuracy against the renderer's known camera transform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from gridlens.errors import ComputationError, NotFoundError, ParameterError
+from gridlens.meter.align import Aligner, crop_digits
+from gridlens.meter.roi import MeterROI, Reference
+from gridlens.meter.synth import render_meter, render_reference
+
+HARD = dict(shift_frac=0.05, rotation_deg=5.0, perspective=1.0, glare=1.0, noise=0.03)
+CLEAN = dict(
+    perspective=0.0,
+    glare=0.0,
+    noise=0.0,
+    blur=0.0,
+    shift_frac=0.0,
+    rotation_deg=0.0,
+    zoom=0.0,
+    brightness=0.0,
+    jpeg_quality=None,
+)
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[npt.NDArray[np.uint8], MeterROI]:
+    return render_reference(6, 1)
+
+
+@pytest.fixture(scope="module")
+def aligners(reference: tuple[npt.NDArray[np.uint8], MeterROI]) -> dict[str, Aligner]:
+    ref, roi = reference
+    return {m: Aligner(ref, roi, method=m) for m in ("auto", "markers", "features")}
+
+
+def _corner_error(
+    matrix: npt.NDArray[np.float64], truth: npt.NDArray[np.float64], roi: MeterROI
+) -> float:
+    """Largest distance in photo pixels between digit-box corners mapped by two transforms."""
+    corners = np.array([c for b in roi.digits for c in b.corners()], np.float64)[None]
+    p = cv2.perspectiveTransform(corners, matrix)[0]
+    q = cv2.perspectiveTransform(corners, truth)[0]
+    return float(np.hypot(*(p - q).T).max())
+
+
+@pytest.mark.parametrize("method", ["markers", "features"])
+def test_recovers_the_camera_transform(
+    aligners: dict[str, Aligner], reference: tuple[npt.NDArray[np.uint8], MeterROI], method: str
+) -> None:
+    _, roi = reference
+    errors = []
+    for seed in range(30):
+        m = render_meter(1000.0 + 37.1 * seed, seed=seed, **HARD)
+        al = aligners[method].align(m.image)
+        assert al.method == method
+        assert al.warped.shape == (480, 640, 3)
+        assert al.score > 0.8
+        errors.append(_corner_error(al.matrix, m.transform, roi))
+    assert max(errors) < 1.0, errors
+    assert float(np.mean(errors)) < 0.3
+
+
+def test_reports_shift_and_rotation(aligners: dict[str, Aligner]) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        ang = np.radians(rng.uniform(-5, 5))
+        t = np.array(
+            [
+                [np.cos(ang), -np.sin(ang), rng.uniform(-32, 32)],
+                [np.sin(ang), np.cos(ang), rng.uniform(-24, 24)],
+                [0, 0, 1.0],
+            ]
+        )
+        m = render_meter(77.7, seed=1, transform=t, noise=0.02, glare=0.3)
+        al = aligners["auto"].align(m.image)
+        assert al.method == "markers" and al.inliers == 4
+        assert al.rotation_deg == pytest.approx(np.degrees(ang), abs=0.05)
+        assert al.scale == pytest.approx(1.0, abs=0.003)
+        center = aligners["auto"]._center
+        moved = t @ np.array([*center, 1.0])
+        assert al.shift_px == pytest.approx(float(np.hypot(*(moved[:2] - center))), abs=0.3)
+
+
+def test_aligned_crops_show_the_true_wheels(
+    aligners: dict[str, Aligner], reference: tuple[npt.NDArray[np.uint8], MeterROI]
+) -> None:
+    _, roi = reference
+    reading = 5280.7
+    truth = crop_digits(render_meter(reading, seed=0, **CLEAN).image, roi)
+    m = render_meter(reading, seed=11, **{**HARD, "glare": 0.0})
+    aligned = crop_digits(aligners["auto"].align(m.image).warped, roi)
+    unaligned = crop_digits(m.image, roi)
+    assert [c.shape for c in aligned] == [(b.h, b.w, 3) for b in roi.digits]
+
+    def ncc(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+        x, y = a.astype(float).ravel(), b.astype(float).ravel()
+        x, y = x - x.mean(), y - y.mean()
+        return float(x @ y / np.sqrt((x @ x) * (y @ y)))
+
+    for a, u, t in zip(aligned, unaligned, truth, strict=True):
+        assert ncc(a, t) > 0.9
+        assert ncc(a, t) > ncc(u, t) + 0.2
+
+
+def test_one_hidden_marker_is_dropped(
+    aligners: dict[str, Aligner], reference: tuple[npt.NDArray[np.uint8], MeterROI]
+) -> None:
+    _, roi = reference
+    m = render_meter(12.3, seed=5, **{**HARD, "perspective": 0.0})
+    img = m.image.copy()
+    b = roi.markers[2]
+    c = cv2.perspectiveTransform(np.array([[b.center]], np.float64), m.transform)[0, 0]
+    cv2.circle(img, (round(c[0]), round(c[1])), 30, (255, 255, 255), -1)  # saturated glare
+    al = aligners["markers"].align(img)
+    assert al.inliers == 3
+    assert _corner_error(al.matrix, m.transform, roi) < 1.0
+
+
+def test_auto_falls_back_to_features_when_markers_fail(
+    aligners: dict[str, Aligner], reference: tuple[npt.NDArray[np.uint8], MeterROI]
+) -> None:
+    _, roi = reference
+    m = render_meter(12.3, seed=6, **HARD)
+    img = m.image.copy()
+    for b in roi.markers:
+        c = cv2.perspectiveTransform(np.array([[b.center]], np.float64), m.transform)[0, 0]
+        cv2.circle(img, (round(c[0]), round(c[1])), 32, (200, 200, 200), -1)
+    with pytest.raises(ComputationError, match="could not align"):
+        aligners["markers"].align(img)
+    al = aligners["auto"].align(img)
+    assert al.method == "features" and al.inliers >= 8
+    assert _corner_error(al.matrix, m.transform, roi) < 1.0
+
+
+@pytest.mark.parametrize("method", ["auto", "markers", "features"])
+@pytest.mark.parametrize("kind", ["noise", "grey", "upside down"])
+def test_unrelated_image_is_refused(
+    aligners: dict[str, Aligner],
+    reference: tuple[npt.NDArray[np.uint8], MeterROI],
+    method: str,
+    kind: str,
+) -> None:
+    ref, _ = reference
+    rng = np.random.default_rng(0)
+    img = {
+        "noise": rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),
+        "grey": np.full((480, 640, 3), 128, np.uint8),
+        "upside down": np.ascontiguousarray(ref[::-1, ::-1]),
+    }[kind]
+    with pytest.raises(ComputationError, match=r"^could not align the image to the reference: "):
+        aligners[method].align(img)
+
+
+def test_failure_message_names_the_counts(aligners: dict[str, Aligner]) -> None:
+    with pytest.raises(ComputationError) as exc:
+        aligners["features"].align(np.full((480, 640), 90, np.uint8))
+    msg = str(exc.value)
+    assert "only 0 features in the image (need 8)" in msg
+    assert "check that the camera still sees the meter face" in msg
+    assert "\n" not in msg
+
+
+def test_grayscale_and_rescaled_photos(
+    aligners: dict[str, Aligner], reference: tuple[npt.NDArray[np.uint8], MeterROI]
+) -> None:
+    _, roi = reference
+    m = render_meter(99.9, seed=9, **{**HARD, "glare": 0.3})
+    gray = cv2.cvtColor(m.image, cv2.COLOR_BGR2GRAY)
+    al = aligners["auto"].align(gray)
+    assert al.warped.shape == (480, 640)
+    assert _corner_error(al.matrix, m.transform, roi) < 1.0
+    # the same photo at 1.5x size: the matrix maps into the larger photo
+    big = cv2.resize(m.image, (960, 720), interpolation=cv2.INTER_LINEAR)
+    up = np.array([[1.5, 0, 0.25], [0, 1.5, 0.25], [0, 0, 1.0]])  # pixel centres
+    for method in ("markers", "features"):
+        al = aligners[method].align(big)
+        assert al.warped.shape == (480, 640, 3)
+        assert _corner_error(al.matrix, up @ m.transform, roi) < 2.0
+
+
+def test_identity_without_reference(reference: tuple[npt.NDArray[np.uint8], MeterROI]) -> None:
+    _, roi = reference
+    plain = MeterROI(roi.digits, roi.decimals, None)
+    aligner = Aligner.from_roi(plain)
+    assert not aligner.has_reference
+    img = render_meter(5.0, seed=0, **CLEAN).image
+    al = aligner.align(img)
+    assert al.method == "identity" and al.warped is img
+    np.testing.assert_array_equal(al.matrix, np.eye(3))
+    with pytest.raises(ParameterError, match=r"digit box 6 of 6 .* outside the 400x300 image"):
+        aligner.align(img[:300, :400])
+    with pytest.raises(ParameterError, match="needs a reference image"):
+        Aligner(None, plain, method="markers")
+
+
+def test_from_roi_loads_the_reference(
+    tmp_path: Path, reference: tuple[npt.NDArray[np.uint8], MeterROI]
+) -> None:
+    ref, roi = reference
+    cv2.imwrite(str(tmp_path / "ref.png"), ref)
+    with_ref = MeterROI(roi.digits, roi.decimals, Reference(tmp_path / "ref.png", roi.markers))
+    al = Aligner.from_roi(with_ref).align(render_meter(1.0, seed=2).image)
+    assert al.method == "markers"
+    missing = MeterROI(roi.digits, roi.decimals, Reference(tmp_path / "nope.png", roi.markers))
+    with pytest.raises(NotFoundError):
+        Aligner.from_roi(missing)
+
+
+def test_reference_problems_are_reported(reference: tuple[npt.NDArray[np.uint8], MeterROI]) -> None:
+    ref, roi = reference
+    flat = np.full_like(ref, 150)
+    with pytest.raises(ParameterError, match=r"marker box 1 of 4 .* nearly uniform"):
+        Aligner(flat, roi)
+    no_markers = MeterROI(roi.digits, roi.decimals, Reference(None, ()))
+    with pytest.raises(ComputationError, match="reference image has only 0 distinctive features"):
+        Aligner(flat, no_markers)
+    with pytest.raises(ParameterError, match="needs marker boxes"):
+        Aligner(ref, no_markers, method="markers")
+    with pytest.raises(ParameterError, match="outside the 320x240 image"):
+        Aligner(ref[:240, :320], roi)
+    with pytest.raises(ParameterError, match="method"):
+        Aligner(ref, roi, method="ecc")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="uint8 image array"):
+        Aligner(ref, roi).align(ref.astype(np.float32))  # type: ignore[arg-type]
+
+
+def test_crop_digits_validates(reference: tuple[npt.NDArray[np.uint8], MeterROI]) -> None:
+    ref, roi = reference
+    crops = crop_digits(ref, roi)
+    assert len(crops) == 6
+    crops[0][:] = 0  # copies, not views
+    assert ref[roi.digits[0].y, roi.digits[0].x].any()
+    with pytest.raises(ParameterError, match="outside"):
+        crop_digits(ref[:100], roi)

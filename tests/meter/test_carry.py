@@ -1,0 +1,144 @@
+"""Carry resolution and plausibility: pure logic, no model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gridlens.errors import DataFormatError, ParameterError
+from gridlens.meter.carry import resolve_wheels
+from gridlens.meter.plausibility import History, Limits, judge
+from gridlens.meter.synth import wheel_positions
+
+
+def register_value(reading: float, decimals: int) -> float:
+    """What the register shows once wheel positions are known to a tenth."""
+    scaled = round(reading * 10**decimals, 1)
+    return math.floor(scaled + 1e-9) / 10**decimals
+
+
+def test_every_carry_of_a_five_wheel_counter() -> None:
+    # sweep 0.00 .. 1100 in steps that cross every carry, positions read to a tenth
+    sure = np.ones(5)
+    for step in range(0, 110_000, 7):
+        reading = step / 100.0
+        pos = np.round(wheel_positions(reading, 5, 1), 1) % 10
+        fv = resolve_wheels(pos, sure, 1)
+        assert fv.primary.value == pytest.approx(register_value(reading, 1) % 10000), reading
+
+
+def test_a_single_frame_rounding_wheel_would_jump_but_carry_does_not() -> None:
+    # 0129.96: tens wheel mid-roll at 2.6 would round to 3 (a +10 jump)
+    pos = np.round(wheel_positions(129.96, 5, 1), 1)
+    assert pos[2] == pytest.approx(2.6)
+    fv = resolve_wheels(pos, np.ones(5), 1)
+    assert fv.primary.value == pytest.approx(129.9)
+    assert fv.raw(1) == "0129.9"
+
+
+def test_early_or_late_rolling_wheels_are_tolerated() -> None:
+    # 0299.9x: the hundreds wheel should sit at 2.3; early at 2.6 or late at 2.0 is fine
+    for hundreds in (2.6, 2.0):
+        fv = resolve_wheels([0.0, hundreds, 9.3, 9.3, 9.3], np.ones(5), 1)
+        assert fv.primary.value == pytest.approx(299.9)
+    # just after the carry, the hundreds wheel lags at 2.7
+    fv = resolve_wheels([0.0, 2.7, 0.2, 0.2, 0.2], np.ones(5), 1)
+    assert fv.primary.value == pytest.approx(300.0)
+
+
+def test_ambiguous_carry_offers_the_neighbour() -> None:
+    # lower wheels at 9.0: carry fraction 0, upper wheel half-way (3.5) is a coin toss
+    fv = resolve_wheels([3.5, 9.0, 2.0], np.ones(3), 0)
+    assert 2 not in fv.uncertain_wheels or fv.ambiguity[0] >= 0.3
+    assert 0 in fv.uncertain_wheels
+    values = sorted(c.value for c in fv.candidates)
+    assert 392.0 in values and 492.0 in values
+
+
+def test_resolve_rejects_malformed_input() -> None:
+    with pytest.raises(DataFormatError):
+        resolve_wheels([], [], 0)
+    with pytest.raises(DataFormatError):
+        resolve_wheels([1.0, 2.0], [1.0], 0)
+    with pytest.raises(DataFormatError):
+        resolve_wheels([1.0, 2.0], [1.0, 1.0], 3)
+
+
+def _frame(value: float, n: int = 5, decimals: int = 1) -> tuple[object, list[float]]:
+    pos = np.round(wheel_positions(value, n, decimals), 1)
+    conf = [0.99] * n
+    return resolve_wheels(pos, conf, decimals), conf
+
+
+def test_plausibility_rejects_decrease_and_rate_with_reasons() -> None:
+    limits = Limits(max_rate_per_h=10.0)
+    hist = History.single(1234.5, elapsed_s=600)
+    fv, conf = _frame(1230.1)
+    d = judge(fv, conf, now=0.0, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "rejected" and d.value is None
+    assert "below the last accepted 1234.5" in (d.reason or "")
+    fv, conf = _frame(1240.1)  # 5.6 kWh in 10 min = 33.6 kW
+    d = judge(fv, conf, now=0.0, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "rejected" and "above the limit 10/h" in (d.reason or "")
+    fv, conf = _frame(1235.9)  # 1.4 kWh in 10 min = 8.4 kW
+    d = judge(fv, conf, now=0.0, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "ok" and d.value == pytest.approx(1235.9)
+
+
+def test_uncertain_carry_is_resolved_from_history() -> None:
+    # the hundreds wheel is half-way (2.5) while the wheel below sits at 9.0: 1299.3 or 1399.3?
+    pos = [0.0, 1.0, 2.5, 9.0, 9.0, 3.0]
+    fv = resolve_wheels(pos, [0.99] * 6, 1)
+    hist = History(accepted=((-120.0, 1299.1), (-60.0, 1299.2)))
+    d = judge(fv, [0.99] * 6, now=0.0, history=hist, limits=Limits(), decimals=1)
+    assert d.status == "ok" and d.value == pytest.approx(1299.3)
+    assert d.note is None
+    hist = History(accepted=((-120.0, 1399.1), (-60.0, 1399.2)))
+    d = judge(fv, [0.99] * 6, now=0.0, history=hist, limits=Limits(), decimals=1)
+    assert d.status == "ok" and d.value == pytest.approx(1399.3)
+    assert d.note is not None and "resolved from history" in d.note
+
+
+def test_resync_after_consistent_readings_never_locks_up() -> None:
+    limits = Limits(max_rate_per_h=10.0, resync_after=3)
+    hist = History.single(100.0, elapsed_s=60)  # a stale value: the meter really reads ~500
+    now = 0.0
+    statuses = []
+    for k in range(4):
+        fv, conf = _frame(500.0 + 0.1 * k)
+        d = judge(fv, conf, now=now, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+        statuses.append((d.status, d.resynced))
+        hist = hist.record(now, d)
+        now += 60.0
+    assert statuses[:2] == [("rejected", False), ("rejected", False)]
+    assert statuses[2] == ("ok", True)
+    assert statuses[3] == ("ok", False)
+    assert hist.last == (180.0, pytest.approx(500.3))
+
+
+def test_decreases_do_not_resync_unless_asked() -> None:
+    for allow in (False, True):
+        limits = Limits(resync_after=3, resync_on_decrease=allow)
+        hist = History.single(900.0, elapsed_s=60)
+        d = None
+        for k in range(3):
+            fv, conf = _frame(500.0 + 0.1 * k)
+            d = judge(fv, conf, now=60.0 * k, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+            hist = hist.record(60.0 * k, d)
+        assert d is not None
+        if allow:
+            assert d.status == "ok" and d.resynced
+        else:
+            assert d.status == "rejected" and "reset this meter's history" in (d.reason or "")
+
+
+def test_unreadable_wheel_is_rejected_and_limits_are_checked() -> None:
+    fv = resolve_wheels([1.0, 2.0, 3.0], [0.99, 0.05, 0.99], 0)
+    d = judge(fv, [0.99, 0.05, 0.99], now=0.0, history=None, limits=Limits(), decimals=0)
+    assert d.status == "rejected" and "wheel 2 is unreadable" in (d.reason or "")
+    with pytest.raises(ParameterError):
+        Limits(max_rate_per_h=-1.0)
+    with pytest.raises(ParameterError):
+        Limits(resync_after=1)
