@@ -224,6 +224,12 @@ def _cmd_eval(args: argparse.Namespace, emit_json: Any) -> int:
         if not 0 <= k < N_FOLDS:
             raise ParameterError(f"--holdout-fold must be 0-{N_FOLDS - 1} or all")
         ds = ds.split(k)[1]
+    trained_on = str(reader.card.get("trained_on", ""))
+    held = f"all crops except fold {args.holdout_fold}"
+    if trained_on and trained_on != held:
+        _progress(
+            f"note: this model was trained on {trained_on}, so these crops are not all held out"
+        )
     t0 = time.perf_counter()
     pred, conf = reader.predict(ds.images)
     dt = time.perf_counter() - t0
@@ -263,12 +269,12 @@ def _cmd_synth(args: argparse.Namespace, emit_json: Any) -> int:
         "reference": str(ex.reference),
         "roi": str(ex.roi),
         "meter": str(ex.meter),
-        "reading": ex.reading,
+        "reading": round(ex.reading, 6),
     }
     if args.json:
         emit_json(doc)
     else:
-        print(f"wrote {ex.meter} (reading {ex.reading}), {ex.reference} and {ex.roi}")
+        print(f"wrote {ex.meter} (reading {ex.reading:.6g}), {ex.reference} and {ex.roi}")
         print(f"try: gridlens read {ex.meter} --roi {ex.roi}")
     return 0
 

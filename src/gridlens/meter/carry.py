@@ -35,7 +35,7 @@ __all__ = ["Candidate", "FrameValue", "carry_fraction", "resolve_wheels"]
 #: Carry ambiguity above which a wheel's neighbouring digit is offered as an alternative.
 AMBIGUOUS = 0.3
 #: Digit confidence below which a wheel's neighbours are offered as alternatives.
-UNSURE = 0.6
+UNSURE = 0.7
 
 
 def carry_fraction(lower: float) -> float:
@@ -49,7 +49,7 @@ class Candidate:
 
     value: float
     digits: tuple[int, ...]
-    score: float  # frame-only plausibility: 1 for the primary, lower for alternatives
+    score: float  # frame-only probability (the primary's is the lowest of its shaky wheels)
     wheel: int | None = None  # the wheel that differs from the primary (None: primary)
 
 
@@ -108,19 +108,30 @@ def resolve_wheels(
         digits[k] = d % 10
         cont = digits[k] + carry_fraction(cont)
     dig = tuple(digits)
-    primary = Candidate(_value(dig, decimals), dig, 1.0)
     alts: list[Candidate] = []
     unsure: list[int] = []
+    primary_score = 1.0
     for k in range(n):
         shaky = amb[k] >= AMBIGUOUS or c[k] < UNSURE or (k == n - 1 and amb[k] > 0)
         if not shaky:
             continue
         unsure.append(k)
-        steps = [alt_dir[k]] if c[k] >= UNSURE else [alt_dir[k], -alt_dir[k]]
-        for s in steps:
+        # frame-only probabilities: an unsure wheel keeps its confidence and splits the rest
+        # between its neighbours; an ambiguous carry gives the other digit its ambiguity; a
+        # last wheel near a digit change gives the neighbour 0.5·exp(-distance / 0.05)
+        if c[k] < UNSURE:
+            keep = float(c[k])
+            steps = [(alt_dir[k], (1 - keep) / 2), (-alt_dir[k], (1 - keep) / 2)]
+        elif k == n - 1 and amb[k] < AMBIGUOUS:
+            other = 0.5 * float(np.exp(-amb[k] / 0.05))
+            keep, steps = 1 - other, [(alt_dir[k], other)]
+        else:
+            keep, steps = 1 - amb[k], [(alt_dir[k], amb[k])]
+        primary_score = min(primary_score, keep)
+        for step, score in steps:
             alt = list(dig)
-            alt[k] = (alt[k] + s) % 10
-            score = float(max(0.05, min(0.95, amb[k] / 0.5 if c[k] >= UNSURE else 1 - c[k])))
+            alt[k] = (alt[k] + step) % 10
             a = tuple(alt)
-            alts.append(Candidate(_value(a, decimals), a, score, k))
+            alts.append(Candidate(_value(a, decimals), a, max(0.01, score), k))
+    primary = Candidate(_value(dig, decimals), dig, max(0.01, primary_score))
     return FrameValue(primary, tuple(alts), tuple(amb), tuple(unsure))

@@ -6,8 +6,9 @@ The rules, in order:
 2. **No impossible rates.**  With the elapsed time known, an increase faster than
    ``Limits.max_rate_per_h`` (units per hour, e.g. kWh/h = kW) is rejected.
 3. **Carries from history.**  When a wheel's carry is ambiguous in the frame
-   (:mod:`gridlens.meter.carry`), the candidate closest to the value the history predicts
-   (last value + recent rate × elapsed time) wins, instead of a blind +1.  When the frame's
+   (:mod:`gridlens.meter.carry`), or the model is unsure of a wheel, the candidates are
+   weighed by the frame's score times their agreement with the value the history predicts
+   (last value + recent rate × elapsed time), instead of a blind +1.  When the frame's
    primary value breaks rule 1 or 2 but one of its alternatives does not, the alternative
    is accepted with a note.
 4. **Never lock up.**  Rejected values are remembered.  When the last
@@ -29,9 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from gridlens.errors import check_param
-from gridlens.meter.carry import Candidate, FrameValue
+from gridlens.meter.carry import UNSURE, Candidate, FrameValue
 
 __all__ = ["Decision", "History", "Limits", "judge"]
+
+#: How far (in units of the last digit) the history's prediction may be off before it
+#: outweighs the frame when candidates compete.
+HISTORY_SIGMA = 0.5
 
 
 @dataclass(frozen=True)
@@ -190,17 +195,31 @@ def judge(
 
     n = len(primary.digits)
     problem = _problem(primary.value, now, history, limits, decimals)
-    carry_alts = [a for a in frame.alternatives if a.wheel is not None and a.wheel < n - 1]
-    if problem is None and not carry_alts:
+    # alternatives worth weighing even when the primary is plausible: an ambiguous carry, or
+    # any wheel the model is unsure of (a last wheel merely near a digit change is not)
+    shaky = [
+        a
+        for a in frame.alternatives
+        if a.wheel is not None and (a.wheel < n - 1 or confidences[a.wheel] < UNSURE)
+    ]
+    if problem is None and not shaky:
         return Decision("ok", primary.value, candidate=primary.value)
 
     # the frame is ambiguous or implausible: choose among the candidates that fit the history
-    pool: list[Candidate] = [primary, *carry_alts] if problem is None else list(frame.candidates)
+    pool: list[Candidate] = [primary, *shaky] if problem is None else list(frame.candidates)
     valid = [c for c in pool if _problem(c.value, now, history, limits, decimals) is None]
     if valid:
         pred = history.predicted(now)
         assert pred is not None
-        best = min(valid, key=lambda c: (abs(c.value - pred), -c.score))
+        unit = 10.0**-decimals
+
+        def support(c: Candidate) -> float:
+            # frame score x agreement with the prediction: a register value v stands for a
+            # true reading in [v, v + unit); distance of the prediction to that interval
+            d = max(0.0, c.value - pred, pred - (c.value + unit)) / unit
+            return c.score * math.exp(-0.5 * (d / HISTORY_SIGMA) ** 2)
+
+        best = max(valid, key=support)
         if best is primary:
             return Decision("ok", primary.value, candidate=primary.value)
         w = best.wheel if best.wheel is not None else 0
