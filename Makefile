@@ -19,7 +19,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
-# The main job. Until the server lands: an end-to-end power-quality demo on a generated record.
+# The main job. Until the server lands: end-to-end power-quality and meter-reading demos.
 run: $(VENV)/.installed-run
 	@mkdir -p $(DEMO)
 	$(BIN)/gridlens pf --paper
@@ -27,6 +27,8 @@ run: $(VENV)/.installed-run
 		--v 1:220,3:150,5:100 --i 1:100@60,3:50@30,5:30@30 --noise-v 1 --noise-i 0.5 --dc-v 2
 	$(BIN)/gridlens pf $(DEMO)/distorted-59.7hz.csv --target-pf 0.95 --steps-kvar 5,10,20,20 \
 		--plot $(DEMO)/distorted-59.7hz.png
+	$(BIN)/gridlens meter synth $(DEMO)/meter --reading 4829.97 --seed 3
+	$(BIN)/gridlens read $(DEMO)/meter/meter.jpg --roi $(DEMO)/meter/roi.json
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check src tests benchmarks
@@ -39,6 +41,8 @@ test: $(VENV)/.installed-test lint
 bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_pq.py
+	$(BIN)/python benchmarks/bench_grid.py
+	$(BIN)/python benchmarks/bench_meter.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

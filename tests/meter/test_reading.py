@@ -122,3 +122,18 @@ def test_unalignable_photo_is_rejected_not_guessed(reader: MeterReader) -> None:
     assert r.reason is not None and "align" in r.reason
     with pytest.raises(InputError):
         reader.read(b"\xff\xd8\xff\xe0 broken")
+
+
+def test_reading_needs_no_pytorch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ex = write_example(tmp_path, reading=321.4, seed=4)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now fails
+        "from gridlens.cli import main\n"
+        f"sys.exit(main(['read', {str(ex.meter)!r}, '--roi', {str(ex.roi)!r}, '--json']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["value"] == pytest.approx(321.4)
