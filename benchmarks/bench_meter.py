@@ -31,7 +31,7 @@ from gridlens.meter.image import encode_jpeg
 from gridlens.meter.model import DigitReader, default_model_path, digit_metrics
 from gridlens.meter.plausibility import Limits
 from gridlens.meter.reading import MeterReader, MeterSession
-from gridlens.meter.synth import render_meter, render_reference
+from gridlens.meter.synth import matches_register, render_meter, render_reference
 
 N_DIGITS, DECIMALS = 6, 1
 
@@ -40,19 +40,8 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def exact(value: float | None, truth: float, decimals: int = DECIMALS) -> bool:
-    """Right to the register's last digit.
-
-    The last wheel is read to about ±0.05 of a digit, so within 0.1 of a digit change either
-    neighbour counts; every other wheel, carries included, must be exact.
-    """
-    if value is None:
-        return False
-    scaled = truth * 10**decimals
-    lo = math.floor(scaled)
-    frac = scaled - lo
-    v = round(value * 10**decimals)
-    return v == lo or (frac > 0.9 and v == lo + 1) or (frac < 0.1 and v == lo - 1)
+def exact(value: float | None, truth: float) -> bool:
+    return matches_register(value, truth, DECIMALS)
 
 
 def row_model() -> dict[str, dict[str, float]]:

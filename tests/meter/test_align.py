@@ -12,20 +12,10 @@ import pytest
 from gridlens.errors import ComputationError, NotFoundError, ParameterError
 from gridlens.meter.align import Aligner, crop_digits
 from gridlens.meter.roi import MeterROI, Reference
-from gridlens.meter.synth import render_meter, render_reference
+from gridlens.meter.synth import NO_CAMERA_EFFECTS, render_meter, render_reference
 
 HARD = dict(shift_frac=0.05, rotation_deg=5.0, perspective=1.0, glare=1.0, noise=0.03)
-CLEAN = dict(
-    perspective=0.0,
-    glare=0.0,
-    noise=0.0,
-    blur=0.0,
-    shift_frac=0.0,
-    rotation_deg=0.0,
-    zoom=0.0,
-    brightness=0.0,
-    jpeg_quality=None,
-)
+CLEAN = NO_CAMERA_EFFECTS
 
 
 @pytest.fixture(scope="module")

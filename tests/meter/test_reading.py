@@ -16,22 +16,15 @@ from gridlens.meter.image import encode_jpeg
 from gridlens.meter.model import default_model_path
 from gridlens.meter.plausibility import Limits
 from gridlens.meter.reading import MeterReader, MeterSession
-from gridlens.meter.synth import render_meter, render_reference, write_example
+from gridlens.meter.synth import matches_register, render_meter, render_reference, write_example
 
 pytestmark = pytest.mark.skipif(
     not default_model_path().is_file(), reason="the shipped digit model is missing"
 )
 
 
-def exact(value: float | None, truth: float, decimals: int = 1) -> bool:
-    """Right to the last digit; within 0.1 of a change of the last wheel both neighbours count."""
-    if value is None:
-        return False
-    scaled = truth * 10**decimals
-    lo = math.floor(scaled)
-    frac = scaled - lo
-    v = round(value * 10**decimals)
-    return v == lo or (frac > 0.9 and v == lo + 1) or (frac < 0.1 and v == lo - 1)
+def exact(value: float | None, truth: float) -> bool:
+    return matches_register(value, truth, 1)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from gridlens.meter.align import Aligner, crop_digits
 from gridlens.meter.image import decode_image
 from gridlens.meter.roi import load_roi
 from gridlens.meter.synth import (
+    NO_CAMERA_EFFECTS,
     render_digit_crop,
     render_meter,
     render_reference,
@@ -20,17 +21,7 @@ from gridlens.meter.synth import (
     write_example,
 )
 
-CLEAN = dict(
-    perspective=0.0,
-    glare=0.0,
-    noise=0.0,
-    blur=0.0,
-    shift_frac=0.0,
-    rotation_deg=0.0,
-    zoom=0.0,
-    brightness=0.0,
-    jpeg_quality=None,
-)
+CLEAN = NO_CAMERA_EFFECTS
 
 
 @pytest.mark.parametrize(

@@ -70,8 +70,10 @@ from gridlens.meter.image import encode_jpeg
 from gridlens.meter.roi import Box, MeterROI, Reference
 
 __all__ = [
+    "NO_CAMERA_EFFECTS",
     "ExampleFiles",
     "SynthMeter",
+    "matches_register",
     "render_digit_crop",
     "render_meter",
     "render_reference",
@@ -83,6 +85,20 @@ U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 Seed = int | np.random.Generator | None
+
+#: ``render_meter`` keyword arguments for the ideal view: no shift, rotation, perspective,
+#: glare, noise, blur or JPEG.
+NO_CAMERA_EFFECTS: dict[str, float | None] = {
+    "perspective": 0.0,
+    "glare": 0.0,
+    "noise": 0.0,
+    "blur": 0.0,
+    "shift_frac": 0.0,
+    "rotation_deg": 0.0,
+    "zoom": 0.0,
+    "brightness": 0.0,
+    "jpeg_quality": None,
+}
 
 _DESIGN_W, _DESIGN_H = 640, 480
 # Under OpenCV 5 these are three distinct typefaces; thickness 1 is light, more is bold.
@@ -125,6 +141,21 @@ class ExampleFiles:
     roi: Path
     meter: Path
     reading: float
+
+
+def matches_register(value: float | None, truth: float, decimals: int) -> bool:
+    """Whether ``value`` is the register value of a meter whose true reading is ``truth``.
+
+    Every wheel must be right, carries included.  The last wheel is read to about ±0.05 of
+    a digit, so within 0.1 of one of its digit changes the neighbouring value counts too.
+    """
+    if value is None:
+        return False
+    scaled = truth * 10**decimals
+    lo = math.floor(scaled)
+    frac = scaled - lo
+    v = round(value * 10**decimals)
+    return bool(v == lo or (frac > 0.9 and v == lo + 1) or (frac < 0.1 and v == lo - 1))
 
 
 def wheel_positions(reading: float, n_digits: int, decimals: int) -> F64:
