@@ -170,10 +170,8 @@ def _cmd_train(args: argparse.Namespace, emit_json: Any) -> int:
             np.concatenate(pooled_pred), np.concatenate(pooled_lab), np.concatenate(pooled_conf)
         )
     if args.out is not None:
-        if args.holdout_fold != "none" and len(folds) != 1:
+        if len(folds) != 1:  # 'none' or 'all': the exported model sees every crop
             _progress(f"final model: training on all {len(ds)} crops")
-            last_model = fit(ds, cfg)
-        elif args.holdout_fold == "none":
             last_model = fit(ds, cfg)
         assert last_model is not None
         card = {

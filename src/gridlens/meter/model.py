@@ -12,7 +12,6 @@ turn.  :meth:`DigitReader.decode` turns them into a position and a confidence:
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
@@ -63,7 +62,6 @@ class DigitReader:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise DataFormatError(f"{self.path} is not a usable ONNX model: {exc}") from exc
         self._input = self._session.get_inputs()[0].name
-        self._lock = threading.Lock()
         card = self.path.with_suffix(".json")
         self.card: dict[str, Any] = json.loads(card.read_text()) if card.is_file() else {}
 
@@ -91,11 +89,8 @@ class DigitReader:
         self, crops: Sequence[npt.NDArray[np.uint8]]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Like :meth:`predict` for raw crops (BGR or gray, any size)."""
-        h, w = INPUT_HW
-        batch = np.empty((len(crops), h, w), np.uint8)
-        for i, c in enumerate(crops):
-            batch[i] = preprocess(c)
-        return self.predict(batch)
+        _, values, conf = self.read_crops_continuous(crops)
+        return values, conf
 
     def read_crops_continuous(
         self, crops: Sequence[npt.NDArray[np.uint8]]
