@@ -40,8 +40,8 @@ from gridlens.errors import DataFormatError, NotFoundError, ParameterError
 
 __all__ = ["Box", "MeterROI", "Reference", "load_roi"]
 
-_TOP_KEYS = frozenset({"digits", "decimals", "reference"})
-_REF_KEYS = frozenset({"image", "markers"})
+_TOP_KEYS = ("digits", "decimals", "reference")
+_REF_KEYS = ("image", "markers")
 _BOX_KEYS = ("x", "y", "w", "h")
 
 
@@ -253,11 +253,7 @@ class MeterROI:
                 'an ROI must be a JSON object like {"digits": [...], "decimals": 1}, '
                 f"got {type(d).__name__}"
             )
-        extra = sorted(str(k) for k in d if k not in _TOP_KEYS)
-        if extra:
-            raise ParameterError(
-                f"unknown ROI key(s) {', '.join(extra)}; allowed: digits, decimals, reference"
-            )
+        _reject_unknown_keys(d, _TOP_KEYS, "ROI")
         if "digits" not in d:
             raise ParameterError(
                 'the ROI has no "digits" list; add one box per wheel, left to right, e.g. '
@@ -356,17 +352,21 @@ def _validate_digits(digits: tuple[Box, ...]) -> None:
             )
 
 
+def _reject_unknown_keys(d: Mapping[Any, Any], allowed: tuple[str, ...], what: str) -> None:
+    extra = sorted(str(k) for k in d if k not in allowed)
+    if extra:
+        raise ParameterError(
+            f"unknown {what} key(s) {', '.join(extra)}; allowed: {', '.join(allowed)}"
+        )
+
+
 def _parse_reference(r: object, base_dir: Path | None) -> Reference:
     if not isinstance(r, Mapping):
         raise ParameterError(
             '"reference" must be an object like {"image": "reference.jpg", "markers": [...]}, '
             f"got {r!r}"
         )
-    extra = sorted(str(k) for k in r if k not in _REF_KEYS)
-    if extra:
-        raise ParameterError(
-            f"unknown reference key(s) {', '.join(extra)}; allowed: image, markers"
-        )
+    _reject_unknown_keys(r, _REF_KEYS, "reference")
     image_path: Path | None = None
     img = r.get("image")
     if img is not None:

@@ -322,15 +322,7 @@ def render_meter(
         Image, reading, wheel positions, ROI and the applied transform.
     """
     _check_counter(n_digits, decimals, "render_meter")
-    check_param(
-        isinstance(size, tuple | list)
-        and len(size) == 2
-        and all(isinstance(s, int) and 64 <= s <= 4096 for s in size),
-        "size",
-        "render_meter",
-        "a (width, height) pair of ints in [64, 4096]",
-        size,
-    )
+    _check_size(size, 64, 4096, "render_meter")
     for name, val, hi in (
         ("perspective", perspective, 1.0),
         ("glare", glare, 1.0),
@@ -497,15 +489,7 @@ def render_digit_crop(
         "a number in [0, 10)",
         position,
     )
-    check_param(
-        isinstance(size, tuple | list)
-        and len(size) == 2
-        and all(isinstance(s, int) and 8 <= s <= 512 for s in size),
-        "size",
-        "render_digit_crop",
-        "a (width, height) pair of ints in [8, 512]",
-        size,
-    )
+    _check_size(size, 8, 512, "render_digit_crop")
     rng = np.random.default_rng(seed)
     ow, oh = int(size[0]), int(size[1])
     ss = 4  # supersampling
@@ -578,6 +562,18 @@ class _Layout:
     cell_h: int
     disc: tuple[int, int, int, int]  # slot x0, y0, x1, y1
     face: tuple[int, int, int, int]  # face plate x0, y0, x1, y1
+
+
+def _check_size(size: object, lo: int, hi: int, owner: str) -> None:
+    check_param(
+        isinstance(size, tuple | list)
+        and len(size) == 2
+        and all(isinstance(s, int) and lo <= s <= hi for s in size),
+        "size",
+        owner,
+        f"a (width, height) pair of ints in [{lo}, {hi}]",
+        size,
+    )
 
 
 def _check_counter(n_digits: int, decimals: int, owner: str) -> None:
