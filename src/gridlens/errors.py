@@ -6,7 +6,8 @@ Callers catch what they can handle::
     ├── InputError             bad input from a user: the CLI maps it to exit code 2, HTTP to 4xx
     │   ├── DataFormatError    a file or payload that cannot be parsed (corrupt, truncated, NaNs)
     │   ├── ParameterError     an option or argument outside its allowed range
-    │   └── NotFoundError      a named thing that does not exist (file, channel, bus, device)
+    │   ├── NotFoundError      a named thing that does not exist (file, channel, bus, device)
+    │   └── ConflictError      a named thing that already exists (device name, user name)
     └── ComputationError       valid input, but the computation could not produce an answer
         ├── InsufficientDataError   too little signal (e.g. fewer than two fundamental cycles)
         └── ConvergenceError        an iterative method did not converge
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "ComputationError",
+    "ConflictError",
     "ConvergenceError",
     "DataFormatError",
     "GridlensError",
@@ -47,6 +49,10 @@ class ParameterError(InputError):
 
 class NotFoundError(InputError, LookupError):
     """A named thing does not exist: a file, a channel, a bus, a device."""
+
+
+class ConflictError(InputError):
+    """A thing with that name already exists (a device, a user)."""
 
 
 class ComputationError(GridlensError, RuntimeError):

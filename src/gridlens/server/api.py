@@ -1,0 +1,317 @@
+"""REST API v1: devices, readings, consumption, commands, uploads, exports."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import math
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from gridlens.errors import DataFormatError, ParameterError
+from gridlens.meter import MeterROI
+from gridlens.server import auth
+from gridlens.server.ingest import PayloadTooLarge, ingest
+from gridlens.store.repo import (
+    Principal,
+    Store,
+    command_dict,
+    device_dict,
+    reading_dict,
+)
+from gridlens.store.series import consumption
+from gridlens.store.timeutil import iso, parse_time
+
+router = APIRouter(prefix="/api/v1")
+
+Viewer = Annotated[Principal, Depends(auth.viewer)]
+Operator = Annotated[Principal, Depends(auth.operator)]
+Admin = Annotated[Principal, Depends(auth.admin)]
+
+
+class DeviceIn(BaseModel):
+    name: str = Field(examples=["meter-kitchen"])
+    roi: dict[str, Any] = Field(description="the ROI JSON of `gridlens read --roi`")
+    reference_jpeg_b64: str | None = Field(
+        None, description="base64 of the reference photo the ROI boxes refer to"
+    )
+    unit: str = "kWh"
+    max_rate: float | None = Field(None, description="plausibility limit, unit per hour")
+    interval_s: int = 60
+
+
+class DeviceCreated(BaseModel):
+    device_id: int
+    token: str = Field(description="the device's upload token; shown only once")
+
+
+class CommandIn(BaseModel):
+    action: Literal["relay", "flash", "capture", "interval"]
+    state: str | None = Field(None, examples=["off"])
+    value: int | None = Field(None, description="seconds, for action=interval")
+    ttl_s: float = Field(600.0, description="the command expires if not acked by then")
+
+
+class AckIn(BaseModel):
+    ok: bool = True
+    detail: str | None = None
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _time(q: str | None, what: str) -> float | None:
+    return None if q is None else parse_time(q, what)
+
+
+@router.post("/devices", status_code=201, response_model=DeviceCreated, tags=["devices"])
+def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
+    """Register a camera (admin). The upload token is returned once and stored hashed."""
+    MeterROI.from_dict(_roi_without_image(body.roi))
+    ref = None
+    if body.reference_jpeg_b64:
+        try:
+            ref = base64.b64decode(body.reference_jpeg_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise DataFormatError("reference_jpeg_b64 is not valid base64") from None
+        from gridlens.meter.image import decode_image
+
+        img = decode_image(ref)
+        MeterROI.from_dict(_roi_without_image(body.roi)).check_inside(img.shape[1], img.shape[0])
+    dev, token = _store(request).add_device(
+        body.name,
+        _roi_without_image(body.roi),
+        reference_jpeg=ref,
+        unit=body.unit,
+        max_rate=body.max_rate,
+        interval_s=body.interval_s,
+        actor=who.name,
+    )
+    return {"device_id": dev.id, "token": token}
+
+
+def _roi_without_image(roi: dict[str, Any]) -> dict[str, Any]:
+    out = dict(roi)
+    ref = out.get("reference")
+    if isinstance(ref, dict) and "image" in ref:
+        out["reference"] = {k: v for k, v in ref.items() if k != "image"}
+    return out
+
+
+@router.get("/devices", tags=["devices"])
+def list_devices(request: Request, who: Viewer) -> list[dict[str, Any]]:
+    """Every meter with its last reading, status and consumption today (UTC)."""
+    return _store(request).overview()
+
+
+@router.get("/devices/{device_id}", tags=["devices"])
+def get_device(device_id: int, request: Request, who: Viewer) -> dict[str, Any]:
+    d = _store(request).device(device_id)
+    return {**device_dict(d), "roi": d.roi}
+
+
+@router.get("/devices/{device_id}/readings", tags=["readings"])
+def get_readings(
+    device_id: int,
+    request: Request,
+    who: Viewer,
+    since: str | None = Query(None, description="ISO 8601 or epoch seconds (inclusive)"),
+    until: str | None = Query(None, description="ISO 8601 or epoch seconds (exclusive)"),
+    status: Literal["ok", "rejected"] | None = None,
+    limit: int = Query(10_000, ge=1, le=100_000),
+) -> list[dict[str, Any]]:
+    """Readings oldest first: ``captured_at``, ``value`` (null when rejected), ``status``,
+    ``raw``, ``reason``, ``digits``..."""
+    store = _store(request)
+    dev = store.device(device_id)
+    rows = store.readings(
+        device_id,
+        since=_time(since, "since"),
+        until=_time(until, "until"),
+        status=status,
+        limit=limit,
+    )
+    return [reading_dict(r, dev.unit) for r in rows]
+
+
+@router.get("/devices/{device_id}/consumption", tags=["readings"])
+def get_consumption(
+    device_id: int,
+    request: Request,
+    who: Viewer,
+    bucket: Literal["hour", "day"] = "hour",
+    since: str | None = None,
+    until: str | None = None,
+) -> dict[str, Any]:
+    """Energy per hour or day from counter deltas (linear between accepted readings;
+    buckets the readings do not cover are null)."""
+    store = _store(request)
+    dev = store.device(device_id)
+    bucket_s = 3600.0 if bucket == "hour" else 86400.0
+    lo, hi = _time(since, "since"), _time(until, "until")
+    if lo is None:
+        lo = time.time() - (2 * 86400.0 if bucket == "hour" else 31 * 86400.0)
+    t, v = store.counter(device_id)
+    starts, energy = consumption(t, v, bucket_s, since=lo, until=hi if hi is not None else None)
+    return {
+        "device_id": device_id,
+        "unit": dev.unit,
+        "bucket_s": bucket_s,
+        "points": [
+            {"start": iso(float(s)), "t": float(s), "energy": None if math.isnan(e) else float(e)}
+            for s, e in zip(starts, energy, strict=True)
+        ],
+    }
+
+
+@router.post("/devices/{device_id}/images", status_code=201, tags=["ingest"])
+async def upload_image(
+    device_id: int,
+    request: Request,
+    response: Response,
+    x_capture_id: Annotated[str | None, Header()] = None,
+    x_captured_at: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """A device uploads one JPEG photo (``Authorization: Bearer <device token>``).
+
+    201 with the reading and the device's pending commands (now delivered); 200 with
+    ``"duplicate": true`` when that ``X-Capture-Id`` was stored before; 413 over the size
+    limit; 422 not a JPEG or truncated.
+    """
+    auth.require_device(request, device_id)
+    settings = request.app.state.settings
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"photo is {int(declared):,} bytes; the limit is {limit:,} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"photo is over the {limit:,}-byte limit")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    store = _store(request)
+    dev = store.device(device_id)
+    t0 = time.perf_counter()
+    doc, dup = await run_in_threadpool(
+        ingest,
+        store,
+        request.app.state.readers,
+        dev,
+        body,
+        images=settings.images,
+        max_bytes=limit,
+        capture_id=x_capture_id,
+        captured_at=x_captured_at,
+    )
+    m = request.app.state.metrics
+    m.inc("gridlens_uploads_total", status="duplicate" if dup else doc["reading"]["status"])
+    m.observe("read", time.perf_counter() - t0)
+    if dup:
+        response.status_code = 200
+    else:
+        request.app.state.publish_reading(dev, doc["reading"])
+    return doc
+
+
+@router.get("/devices/{device_id}/commands", tags=["commands"])
+def get_commands(
+    device_id: int, request: Request, limit: int = Query(50, ge=1, le=1000)
+) -> dict[str, Any]:
+    """A device polls its pending commands (they become ``delivered``); a user gets the
+    device's recent commands with their states."""
+    p = auth.principal(request)
+    store = _store(request)
+    if p.kind == "device":
+        if p.device_id != device_id:
+            raise HTTPException(403, "not allowed")
+        cmds = store.take_pending(device_id)
+        return {"commands": [_device_view(command_dict(c)) for c in cmds]}
+    if not p.can("viewer"):
+        raise HTTPException(403, "not allowed")
+    store.device(device_id)
+    return {"commands": [command_dict(c) for c in store.commands(device_id, limit)]}
+
+
+def _device_view(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: d[k] for k in ("id", "action", "state", "value", "expires_at")}
+
+
+@router.post("/devices/{device_id}/commands", status_code=201, tags=["commands"])
+def post_command(
+    device_id: int, body: CommandIn, request: Request, who: Operator
+) -> dict[str, Any]:
+    """Ask a device to do something (operator or admin): ``relay on|off``, ``flash on|off``,
+    ``capture now``, ``interval`` with ``value`` seconds. Delivered in the next upload
+    response, on poll, or over MQTT; expires after ``ttl_s`` unless acked."""
+    store = _store(request)
+    c = store.add_command(
+        device_id, body.action, state=body.state, value=body.value, actor=who.name, ttl_s=body.ttl_s
+    )
+    request.app.state.publish_command(store.device(device_id), c)
+    return command_dict(c)
+
+
+@router.post("/devices/{device_id}/commands/{command_id}/ack", tags=["commands"])
+def ack_command(device_id: int, command_id: int, body: AckIn, request: Request) -> dict[str, Any]:
+    """The device confirms it carried out (``ok``) or refused a command."""
+    auth.require_device(request, device_id)
+    c = _store(request).ack_command(device_id, command_id, ok=body.ok, detail=body.detail)
+    return command_dict(c)
+
+
+@router.get("/audit", tags=["admin"])
+def audit(
+    request: Request, who: Admin, limit: int = Query(200, ge=1, le=10_000)
+) -> list[dict[str, Any]]:
+    """Who did what when (admin)."""
+    return _store(request).audit_log(limit)
+
+
+@router.get("/devices/{device_id}/export.csv", tags=["export"])
+def export_csv(
+    device_id: int,
+    request: Request,
+    who: Viewer,
+    since: str | None = None,
+    until: str | None = None,
+) -> Response:
+    """Every reading as CSV: ``captured_at,value,status,raw,reason``."""
+    store = _store(request)
+    dev = store.device(device_id)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["captured_at", f"value_{dev.unit}", "status", "raw", "reason"])
+    for r in store.readings(
+        device_id, since=_time(since, "since"), until=_time(until, "until"), limit=10_000_000
+    ):
+        w.writerow(
+            [
+                iso(r.captured_at),
+                "" if r.value is None else repr(r.value),
+                r.status,
+                r.raw or "",
+                r.reason or "",
+            ]
+        )
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{dev.name}.csv"'},
+    )
+
+
+def check_bucket(interval_s: int) -> int:
+    if interval_s not in (900, 1800, 3600, 86400):
+        raise ParameterError(f"interval must be 900, 1800, 3600 or 86400 s, got {interval_s}")
+    return interval_s

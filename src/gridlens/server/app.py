@@ -1,0 +1,241 @@
+"""The FastAPI application: wiring of store, meter readers, MQTT, API and dashboard."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from sqlalchemy import text
+
+from gridlens import __version__
+from gridlens.errors import (
+    ConflictError,
+    GridlensError,
+    InputError,
+    NotFoundError,
+)
+from gridlens.server.ingest import PayloadTooLarge, ReaderCache, prune_images
+from gridlens.server.metrics import Metrics
+from gridlens.server.settings import Settings
+from gridlens.store.db import DatabaseError
+from gridlens.store.models import Command, Device
+from gridlens.store.repo import Store, command_dict
+
+log = logging.getLogger("gridlens.server")
+
+
+def _status_for(exc: GridlensError) -> int:
+    if isinstance(exc, PayloadTooLarge):
+        return 413
+    if isinstance(exc, DatabaseError):
+        return 503
+    if isinstance(exc, NotFoundError):
+        return 404
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, InputError):
+        return 422
+    return 500
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """Build the app; ``store`` defaults to ``Store.open(settings.db)`` (migrated)."""
+    settings = settings or Settings()
+    own_store = store is None
+    store = store or Store.open(settings.db)
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.images.mkdir(parents=True, exist_ok=True)
+        bridge = app.state.mqtt
+        if bridge is not None:
+            bridge.start()
+        t = threading.Thread(target=_housekeeping, args=(app, stop), daemon=True)
+        t.start()
+        log.info("server started", extra={"db": store.url, "data_dir": settings.data_dir})
+        try:
+            yield
+        finally:
+            stop.set()
+            if bridge is not None:
+                bridge.stop()
+            if own_store:
+                store.close()
+
+    app = FastAPI(
+        title="gridlens",
+        version=__version__,
+        summary="Meter-retrofit (AMI) server: devices upload photos, people read and command.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.readers = ReaderCache()
+    app.state.metrics = Metrics()
+    app.state.mqtt = _make_bridge(settings, store)
+    app.state.publish_reading = lambda dev, reading: _publish_reading(app, dev, reading)
+    app.state.publish_command = lambda dev, cmd: _publish_command(app, dev, cmd)
+
+    @app.exception_handler(GridlensError)
+    async def _gridlens_error(request: Request, exc: GridlensError) -> JSONResponse:
+        status = _status_for(exc)
+        if status >= 500:
+            log.error("request failed", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Any) -> Response:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response: Response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            dt = time.perf_counter() - t0
+            route = request.scope.get("route")
+            path = getattr(route, "path", "other")
+            m = app.state.metrics
+            m.inc(
+                "gridlens_http_requests_total",
+                method=request.method,
+                route=path,
+                status=str(status),
+            )
+            m.observe(path, dt)
+            if settings.log_requests:
+                log.info(
+                    "request",
+                    extra={
+                        "method": request.method,
+                        "path": request.url.path,
+                        "status": status,
+                        "ms": round(dt * 1000, 2),
+                        "client": request.client.host if request.client else None,
+                    },
+                )
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> JSONResponse:
+        """200 when the database answers; 503 otherwise."""
+        try:
+            with store.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+            db = "ok"
+        except Exception as exc:
+            db = f"error: {type(exc).__name__}"
+        bridge = app.state.mqtt
+        doc = {
+            "status": "ok" if db == "ok" else "degraded",
+            "version": __version__,
+            "db": db,
+            "mqtt": None if bridge is None else ("connected" if bridge.connected else "down"),
+        }
+        return JSONResponse(doc, status_code=200 if db == "ok" else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics() -> str:
+        """Prometheus text format (this process)."""
+        bridge = app.state.mqtt
+        if bridge is not None:
+            for k, v in bridge.stats.items():
+                app.state.metrics.set(f"gridlens_mqtt_{k}", float(v))
+        return str(app.state.metrics.render())
+
+    from gridlens.server.api import router
+
+    app.include_router(router)
+    try:
+        from gridlens.server.dashboard import router as dash
+    except ImportError:  # pragma: no cover - the dashboard is part of the package
+        dash = None
+    if dash is not None:
+        app.include_router(dash)
+        from fastapi.staticfiles import StaticFiles
+
+        from gridlens.server.dashboard import STATIC
+
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _housekeeping(app: FastAPI, stop: threading.Event, every_s: float = 600.0) -> None:
+    """Photo retention (each process may run it: deleting is idempotent)."""
+    settings: Settings = app.state.settings
+    while not stop.is_set():
+        try:
+            n = prune_images(settings.images, settings.image_retention_days)
+            if n:
+                log.info("pruned photos", extra={"files": n})
+        except OSError as exc:
+            log.warning("photo pruning failed", extra={"error": str(exc)})
+        stop.wait(every_s)
+
+
+def _make_bridge(settings: Settings, store: Store) -> Any:
+    if not settings.mqtt_host:
+        return None
+    from gridlens.server.mqtt import MqttBridge
+
+    def on_ack(slug: str, payload: dict[str, Any]) -> None:
+        from gridlens.server.mqtt import slugify
+
+        for d in store.devices():
+            if slugify(d.name) == slug:
+                try:
+                    store.ack_command(
+                        d.id,
+                        int(payload["id"]),
+                        ok=bool(payload.get("ok", True)),
+                        detail=payload.get("detail"),
+                        via="mqtt",
+                    )
+                except (GridlensError, KeyError, TypeError, ValueError) as exc:
+                    log.warning("bad MQTT ack", extra={"device": slug, "error": str(exc)})
+                return
+
+    return MqttBridge(
+        settings.mqtt_host, settings.mqtt_port, prefix=settings.mqtt_prefix, on_ack=on_ack
+    )
+
+
+def _info(dev: Device) -> Any:
+    from gridlens.server.mqtt import DeviceInfo
+
+    return DeviceInfo(dev.id, dev.name, dev.unit)
+
+
+def _publish_reading(app: FastAPI, dev: Device, reading: dict[str, Any]) -> None:
+    bridge = app.state.mqtt
+    if bridge is None:
+        return
+    info = _info(dev)
+    seen: set[int] = app.state.__dict__.setdefault("_discovered", set())
+    if dev.id not in seen:
+        bridge.publish_discovery(info)
+        seen.add(dev.id)
+    bridge.publish_availability(info, True)
+    bridge.publish_reading(info, reading)
+
+
+def _publish_command(app: FastAPI, dev: Device, cmd: Command) -> None:
+    bridge = app.state.mqtt
+    if bridge is None:
+        return
+    d = command_dict(cmd)
+    bridge.publish_command(_info(dev), {k: d[k] for k in ("id", "action", "state", "value")})
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` workers: settings from ``GRIDLENS_*``."""
+    from gridlens.server.logs import setup_logging
+
+    setup_logging()
+    return create_app(Settings.from_env())

@@ -1,0 +1,73 @@
+"""Server settings: command-line options, or ``GRIDLENS_*`` environment variables for workers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from gridlens.errors import ParameterError
+from gridlens.store.db import normalize_url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server process needs; nothing else is kept between requests.
+
+    Attributes
+    ----------
+    db : database URL (SQLite file or PostgreSQL).
+    data_dir : where photos are kept (``images/<device>/<day>/<capture>.jpg``).
+    max_upload_bytes : larger photos get HTTP 413.
+    image_retention_days : photos older than this are deleted (0 keeps them forever);
+        the readings stay.
+    mqtt_host : broker to publish readings to; empty disables MQTT.
+    """
+
+    db: str = "sqlite:///gridlens.db"
+    data_dir: str = "gridlens-data"
+    max_upload_bytes: int = 2 * 1024 * 1024
+    image_retention_days: float = 7.0
+    command_ttl_s: float = 600.0
+    session_ttl_s: float = 12 * 3600.0
+    mqtt_host: str = ""
+    mqtt_port: int = 1883
+    mqtt_prefix: str = "gridlens"
+    log_requests: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "db", normalize_url(self.db))
+        if self.max_upload_bytes < 1024:
+            raise ParameterError(
+                f"max upload size must be >= 1024 bytes, got {self.max_upload_bytes}"
+            )
+        if self.image_retention_days < 0:
+            raise ParameterError("image retention must be >= 0 days (0 keeps photos forever)")
+
+    @property
+    def images(self) -> Path:
+        return Path(self.data_dir) / "images"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes :meth:`from_env` rebuild these settings (for workers)."""
+        return {f"GRIDLENS_{k.upper()}": str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ) if env is None else env
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"GRIDLENS_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                kw[f.name] = raw.lower() in ("1", "true", "yes")
+            elif isinstance(default, int):
+                kw[f.name] = int(raw)
+            elif isinstance(default, float):
+                kw[f.name] = float(raw)
+            else:
+                kw[f.name] = raw
+        return cls(**kw)

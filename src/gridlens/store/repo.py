@@ -1,0 +1,776 @@
+"""The store's operations: users, tokens, devices, readings, commands and the audit log.
+
+Every method opens its own short transaction, so the server stays stateless: any number
+of server processes can share one database.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gridlens.errors import ConflictError, NotFoundError, ParameterError
+from gridlens.store import security
+from gridlens.store.db import make_engine, upgrade
+from gridlens.store.models import ROLES, AuditEntry, Command, Device, Reading, Token, User
+from gridlens.store.timeutil import day_start, iso
+
+F64 = npt.NDArray[np.float64]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+_CAPTURE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
+SESSION_TTL_S = 12 * 3600.0
+COMMAND_TTL_S = 600.0
+
+# action -> (allowed states, value range or None)
+COMMANDS: dict[str, tuple[tuple[str, ...], tuple[int, int] | None]] = {
+    "relay": (("on", "off"), None),
+    "flash": (("on", "off"), None),
+    "capture": (("now",), None),
+    "interval": ((), (10, 86400)),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (with role) or a device."""
+
+    kind: str  # "user" | "device"
+    name: str
+    role: str | None = None  # users only
+    user_id: int | None = None
+    device_id: int | None = None
+    session: bool = False
+
+    def can(self, role: str) -> bool:
+        return (
+            self.kind == "user"
+            and self.role is not None
+            and ROLES.index(self.role) >= ROLES.index(role)
+        )
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ParameterError(
+            f"{what} name {name!r} must be 1-64 characters: letters, digits, space, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_capture_id(capture_id: str) -> str:
+    if not _CAPTURE_ID.match(capture_id):
+        raise ParameterError(
+            f"X-Capture-Id {capture_id[:100]!r} must be 1-80 characters of A-Z a-z 0-9 . _ : -"
+        )
+    return capture_id
+
+
+def check_command(action: str, state: str | None, value: int | None) -> None:
+    """Refuse commands a device would not understand, with the list of valid ones."""
+    spec = COMMANDS.get(action)
+    valid = "relay on|off, flash on|off, capture now, interval <10..86400 s>"
+    if spec is None:
+        raise ParameterError(f"unknown command action {action!r}; valid: {valid}")
+    states, vrange = spec
+    if states:
+        if state not in states:
+            raise ParameterError(
+                f"command {action!r} needs state {'|'.join(states)}, got {state!r}"
+            )
+        if value is not None:
+            raise ParameterError(f"command {action!r} takes no value")
+    else:
+        if state is not None:
+            raise ParameterError(f"command {action!r} takes a value, not a state")
+        assert vrange is not None
+        if (
+            value is None
+            or isinstance(value, bool)
+            or not isinstance(value, int)
+            or not vrange[0] <= value <= vrange[1]
+        ):
+            raise ParameterError(
+                f"command {action!r} needs a whole number of seconds in "
+                f"[{vrange[0]}, {vrange[1]}], got {value!r}"
+            )
+
+
+def reading_dict(r: Reading, unit: str | None = None) -> dict[str, Any]:
+    """The JSON form of a stored reading (the shape of ``gridlens read --json`` plus ids)."""
+    out: dict[str, Any] = {
+        "id": r.id,
+        "device_id": r.device_id,
+        "capture_id": r.capture_id,
+        "captured_at": iso(r.captured_at),
+        "received_at": iso(r.received_at),
+        "status": r.status,
+        "value": r.value,
+        "raw": r.raw,
+        "digits": r.digits or [],
+        "reason": r.reason,
+        "note": r.note,
+        "resynced": r.resynced,
+        "candidate": r.candidate,
+        "rate_per_h": r.rate_per_h,
+        "alignment": r.alignment or {},
+        "source": r.source,
+    }
+    if unit is not None:
+        out["unit"] = unit
+    return out
+
+
+def command_dict(c: Command) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "device_id": c.device_id,
+        "action": c.action,
+        "state": c.state,
+        "value": c.value,
+        "status": c.status,
+        "created_by": c.created_by,
+        "created_at": iso(c.created_at),
+        "expires_at": iso(c.expires_at),
+        "delivered_at": iso(c.delivered_at),
+        "delivered_via": c.delivered_via,
+        "acked_at": iso(c.acked_at),
+        "ack_ok": c.ack_ok,
+        "ack_detail": c.ack_detail,
+    }
+
+
+def device_dict(d: Device) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "name": d.name,
+        "unit": d.unit,
+        "max_rate": d.max_rate,
+        "interval_s": d.interval_s,
+        "created_at": iso(d.created_at),
+        "last_seen_at": iso(d.last_seen_at),
+        "digits": len(d.roi.get("digits", [])),
+        "decimals": d.roi.get("decimals"),
+    }
+
+
+@dataclass
+class NewReading:
+    """What the ingest path hands to :meth:`Store.add_reading`."""
+
+    device_id: int
+    capture_id: str
+    captured_at: float
+    status: str
+    value: float | None
+    raw: str | None = None
+    digits: list[dict[str, float]] | None = None
+    reason: str | None = None
+    note: str | None = None
+    resynced: bool = False
+    candidate: float | None = None
+    alignment: dict[str, Any] | None = None
+    rate_per_h: float | None = None
+    image_path: str | None = None
+    source: str = "camera"
+
+
+def _today(lo_hi: tuple[float | None, float | None] | None) -> float | None:
+    if lo_hi is None or lo_hi[0] is None or lo_hi[1] is None:
+        return None
+    return round(lo_hi[1] - lo_hi[0], 6)
+
+
+class Store:
+    """The gridlens database: open with :meth:`open` (migrates by default)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+        return cls(engine)
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            yield s
+
+    # ---------------------------------------------------------------- audit
+    @staticmethod
+    def _audit(
+        s: Session,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> None:
+        s.add(
+            AuditEntry(
+                at=time.time() if now is None else now,
+                actor=actor,
+                action=action,
+                target=target,
+                detail=detail,
+            )
+        )
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.session() as s:
+            self._audit(s, actor, action, target, detail)
+
+    def audit_log(self, limit: int = 100, target: str | None = None) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if target is not None:
+                q = q.where(AuditEntry.target == target)
+            return [
+                {
+                    "at": iso(a.at),
+                    "actor": a.actor,
+                    "action": a.action,
+                    "target": a.target,
+                    "detail": a.detail,
+                }
+                for a in s.scalars(q)
+            ]
+
+    # ---------------------------------------------------------------- users and tokens
+    def add_user(
+        self, name: str, *, role: str = "viewer", password: str | None = None, actor: str = "cli"
+    ) -> tuple[User, str, str]:
+        """Create a user; returns (user, password, API token) — shown once, stored hashed."""
+        check_name(name, "user")
+        if role not in ROLES:
+            raise ParameterError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        password = password or security.new_password()
+        if len(password) < 8:
+            raise ParameterError("password must have at least 8 characters")
+        now = time.time()
+        token = security.new_token("api")
+        try:
+            with self.session() as s:
+                user = User(
+                    name=name,
+                    password_hash=security.hash_password(password),
+                    role=role,
+                    created_at=now,
+                )
+                s.add(user)
+                s.flush()
+                s.add(
+                    Token(
+                        token_hash=security.token_hash(token),
+                        kind="api",
+                        user_id=user.id,
+                        created_at=now,
+                    )
+                )
+                self._audit(s, actor, "user.add", f"user:{name}", {"role": role}, now)
+        except IntegrityError:
+            raise ConflictError(f"a user named {name!r} already exists") from None
+        return user, password, token
+
+    def check_password(self, name: str, password: str) -> User | None:
+        with self.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None:
+                security.hash_password(password)  # same time whether or not the name exists
+                return None
+            return user if security.verify_password(password, user.password_hash) else None
+
+    def new_session(self, user: User, ttl_s: float = SESSION_TTL_S) -> str:
+        token = security.new_token("session")
+        now = time.time()
+        with self.session() as s:
+            s.add(
+                Token(
+                    token_hash=security.token_hash(token),
+                    kind="session",
+                    user_id=user.id,
+                    created_at=now,
+                    expires_at=now + ttl_s,
+                )
+            )
+            self._audit(s, user.name, "login", f"user:{user.name}", None, now)
+        return token
+
+    def revoke(self, token: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Token)
+                .where(Token.token_hash == security.token_hash(token))
+                .values(revoked=True)
+            )
+
+    def resolve(self, token: str, now: float | None = None) -> Principal | None:
+        """The principal behind a bearer token or session, or None (unknown/expired/revoked)."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            row = s.execute(
+                select(Token, User.name, User.role, Device.name)
+                .outerjoin(User, Token.user_id == User.id)
+                .outerjoin(Device, Token.device_id == Device.id)
+                .where(Token.token_hash == security.token_hash(token))
+            ).first()
+        if row is None:
+            return None
+        tok, user_name, role, device_name = row
+        if tok.revoked or (tok.expires_at is not None and tok.expires_at <= now):
+            return None
+        if tok.kind == "device":
+            return Principal("device", str(device_name), device_id=tok.device_id)
+        return Principal(
+            "user", str(user_name), role=role, user_id=tok.user_id, session=tok.kind == "session"
+        )
+
+    # ---------------------------------------------------------------- devices
+    def add_device(
+        self,
+        name: str,
+        roi: dict[str, Any],
+        *,
+        reference_jpeg: bytes | None = None,
+        unit: str = "kWh",
+        max_rate: float | None = None,
+        interval_s: int = 60,
+        actor: str = "cli",
+    ) -> tuple[Device, str]:
+        """Register a camera; returns (device, upload token) — the token is shown only once."""
+        check_name(name, "device")
+        if max_rate is not None and not (math.isfinite(max_rate) and max_rate > 0):
+            raise ParameterError(f"max_rate must be > 0 {unit} per hour, got {max_rate!r}")
+        if not 10 <= interval_s <= 86400:
+            raise ParameterError(f"interval_s must be in [10, 86400], got {interval_s!r}")
+        if not unit or len(unit) > 16:
+            raise ParameterError(f"unit must be 1-16 characters, got {unit!r}")
+        now = time.time()
+        token = security.new_token("device")
+        try:
+            with self.session() as s:
+                dev = Device(
+                    name=name,
+                    unit=unit,
+                    max_rate=max_rate,
+                    roi=roi,
+                    reference_jpeg=reference_jpeg,
+                    interval_s=interval_s,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(dev)
+                s.flush()
+                s.add(
+                    Token(
+                        token_hash=security.token_hash(token),
+                        kind="device",
+                        device_id=dev.id,
+                        created_at=now,
+                    )
+                )
+                self._audit(s, actor, "device.add", f"device:{dev.id}", {"name": name}, now)
+        except IntegrityError:
+            raise ConflictError(f"a device named {name!r} already exists") from None
+        return dev, token
+
+    def device(self, device_id: int) -> Device:
+        with self.session() as s:
+            dev = s.get(Device, device_id)
+        if dev is None:
+            raise NotFoundError(f"no device with id {device_id}")
+        return dev
+
+    def device_by_name(self, name: str) -> Device:
+        with self.session() as s:
+            dev = s.scalar(select(Device).where(Device.name == name))
+        if dev is None:
+            raise NotFoundError(f"no device named {name!r}")
+        return dev
+
+    def devices(self) -> list[Device]:
+        with self.session() as s:
+            return list(s.scalars(select(Device).order_by(Device.id)))
+
+    def overview(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every device with its last reading, last accepted value and consumption today."""
+        now = time.time() if now is None else now
+        midnight = day_start(now)
+        with self.session() as s:
+            devs = list(s.scalars(select(Device).order_by(Device.id)))
+            last_t = (
+                select(Reading.device_id, func.max(Reading.captured_at).label("t"))
+                .group_by(Reading.device_id)
+                .subquery()
+            )
+            last = {
+                r.device_id: r
+                for r in s.scalars(
+                    select(Reading).join(
+                        last_t,
+                        and_(
+                            Reading.device_id == last_t.c.device_id,
+                            Reading.captured_at == last_t.c.t,
+                        ),
+                    )
+                )
+            }
+            ok_t = (
+                select(Reading.device_id, func.max(Reading.captured_at).label("t"))
+                .where(Reading.status == "ok")
+                .group_by(Reading.device_id)
+                .subquery()
+            )
+            last_ok = {
+                d: (t, v)
+                for d, t, v in s.execute(
+                    select(Reading.device_id, Reading.captured_at, Reading.value).join(
+                        ok_t,
+                        and_(
+                            Reading.device_id == ok_t.c.device_id,
+                            Reading.captured_at == ok_t.c.t,
+                        ),
+                    )
+                )
+            }
+            today = {
+                d: (lo, hi)
+                for d, lo, hi in s.execute(
+                    select(Reading.device_id, func.min(Reading.value), func.max(Reading.value))
+                    .where(Reading.status == "ok", Reading.captured_at >= midnight)
+                    .group_by(Reading.device_id)
+                )
+            }
+        out = []
+        for d in devs:
+            r = last.get(d.id)
+            ok = last_ok.get(d.id)
+            lo_hi = today.get(d.id)
+            online = d.last_seen_at is not None and now - d.last_seen_at < 3 * d.interval_s
+            out.append(
+                {
+                    **device_dict(d),
+                    "online": online,
+                    "last": None if r is None else reading_dict(r),
+                    "value": None if ok is None else ok[1],
+                    "value_at": None if ok is None else iso(ok[0]),
+                    "today": _today(lo_hi),
+                }
+            )
+        return out
+
+    # ---------------------------------------------------------------- readings
+    def find_reading(self, device_id: int, capture_id: str) -> Reading | None:
+        with self.session() as s:
+            return s.scalar(
+                select(Reading).where(
+                    Reading.device_id == device_id, Reading.capture_id == capture_id
+                )
+            )
+
+    def history(
+        self, device_id: int, before: float, keep: int = 16
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """(accepted, pending) for plausibility: the last ``keep`` accepted values before
+        ``before`` and the rejected frames' candidates since the last accepted one."""
+        with self.session() as s:
+            acc = s.execute(
+                select(Reading.captured_at, Reading.value)
+                .where(
+                    Reading.device_id == device_id,
+                    Reading.status == "ok",
+                    Reading.captured_at < before,
+                )
+                .order_by(Reading.captured_at.desc())
+                .limit(keep)
+            ).all()
+            accepted = [(float(t), float(v)) for t, v in reversed(acc) if v is not None]
+            since = accepted[-1][0] if accepted else -math.inf
+            pend = s.execute(
+                select(Reading.captured_at, Reading.candidate)
+                .where(
+                    Reading.device_id == device_id,
+                    Reading.status == "rejected",
+                    Reading.candidate.is_not(None),
+                    Reading.captured_at > since,
+                    Reading.captured_at < before,
+                )
+                .order_by(Reading.captured_at.desc())
+                .limit(keep)
+            ).all()
+            pending = [(float(t), float(v)) for t, v in reversed(pend) if v is not None]
+        return accepted, pending
+
+    def add_reading(
+        self, new: NewReading, *, deliver: bool = True, now: float | None = None
+    ) -> tuple[Reading, list[Command], bool]:
+        """Store one reading and hand over the device's pending commands, atomically.
+
+        Returns (reading, commands, duplicate). A capture id seen before stores nothing and
+        returns the first reading with ``duplicate=True`` (the device retried).
+        """
+        now = time.time() if now is None else now
+        try:
+            with self.session() as s:
+                r = Reading(received_at=now, **new.__dict__)
+                s.add(r)
+                s.flush()
+                s.execute(update(Device).where(Device.id == new.device_id).values(last_seen_at=now))
+                cmds = self._take_pending(s, new.device_id, now, "http") if deliver else []
+            return r, cmds, False
+        except IntegrityError:
+            old = self.find_reading(new.device_id, new.capture_id)
+            if old is None:
+                raise
+            return old, (self.take_pending(new.device_id, now) if deliver else []), True
+
+    def import_counter(
+        self,
+        device_id: int,
+        points: Sequence[tuple[float, float]],
+        *,
+        source: str,
+        actor: str,
+    ) -> int:
+        """Store (time, counter value) points as accepted readings; returns how many were new.
+
+        Idempotent: the capture id is ``<source>-<epoch>``, so importing a file twice adds
+        nothing the second time.
+        """
+        now = time.time()
+        with self.session() as s:
+            have = set(
+                s.scalars(
+                    select(Reading.capture_id).where(
+                        Reading.device_id == device_id,
+                        Reading.capture_id.like(f"{source}-%"),
+                    )
+                )
+            )
+            added = 0
+            for t, v in points:
+                cid = f"{source}-{round(t)}"
+                if cid in have:
+                    continue
+                have.add(cid)
+                s.add(
+                    Reading(
+                        device_id=device_id,
+                        capture_id=cid,
+                        captured_at=float(t),
+                        received_at=now,
+                        status="ok",
+                        value=float(v),
+                        source=source,
+                    )
+                )
+                added += 1
+            self._audit(
+                s,
+                actor,
+                "readings.import",
+                f"device:{device_id}",
+                {"source": source, "added": added},
+            )
+        return added
+
+    def readings(
+        self,
+        device_id: int,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        status: str | None = None,
+        limit: int = 10_000,
+        newest_first: bool = False,
+    ) -> list[Reading]:
+        with self.session() as s:
+            q = select(Reading).where(Reading.device_id == device_id)
+            if since is not None:
+                q = q.where(Reading.captured_at >= since)
+            if until is not None:
+                q = q.where(Reading.captured_at < until)
+            if status is not None:
+                q = q.where(Reading.status == status)
+            order = Reading.captured_at.desc() if newest_first else Reading.captured_at
+            return list(s.scalars(q.order_by(order, Reading.id).limit(limit)))
+
+    def counter(
+        self, device_id: int, since: float | None = None, until: float | None = None
+    ) -> tuple[F64, F64]:
+        """Accepted counter values (times, values), oldest first."""
+        with self.session() as s:
+            q = select(Reading.captured_at, Reading.value).where(
+                Reading.device_id == device_id, Reading.status == "ok"
+            )
+            if since is not None:
+                q = q.where(Reading.captured_at >= since)
+            if until is not None:
+                q = q.where(Reading.captured_at < until)
+            rows = s.execute(q.order_by(Reading.captured_at)).all()
+        if not rows:
+            return np.empty(0), np.empty(0)
+        a = np.asarray(rows, dtype=float)
+        return a[:, 0].copy(), a[:, 1].copy()
+
+    def count_readings(self, device_id: int | None = None) -> int:
+        with self.session() as s:
+            q = select(func.count(Reading.id))
+            if device_id is not None:
+                q = q.where(Reading.device_id == device_id)
+            return int(s.scalar(q) or 0)
+
+    # ---------------------------------------------------------------- commands
+    def add_command(
+        self,
+        device_id: int,
+        action: str,
+        *,
+        state: str | None = None,
+        value: int | None = None,
+        actor: str,
+        ttl_s: float = COMMAND_TTL_S,
+    ) -> Command:
+        check_command(action, state, value)
+        if not 5 <= ttl_s <= 7 * 86400:
+            raise ParameterError(f"ttl_s must be in [5, 604800] seconds, got {ttl_s!r}")
+        self.device(device_id)
+        now = time.time()
+        with self.session() as s:
+            c = Command(
+                device_id=device_id,
+                action=action,
+                state=state,
+                value=value,
+                status="pending",
+                created_by=actor,
+                created_at=now,
+                expires_at=now + ttl_s,
+            )
+            s.add(c)
+            s.flush()
+            self._audit(
+                s,
+                actor,
+                "command.create",
+                f"device:{device_id}",
+                {"command": c.id, "action": action, "state": state, "value": value},
+                now,
+            )
+        return c
+
+    @staticmethod
+    def _expire(s: Session, now: float, device_id: int | None = None) -> None:
+        q = update(Command).where(
+            Command.status.in_(("pending", "delivered")), Command.expires_at <= now
+        )
+        if device_id is not None:
+            q = q.where(Command.device_id == device_id)
+        s.execute(q.values(status="expired"))
+
+    def _take_pending(self, s: Session, device_id: int, now: float, via: str) -> list[Command]:
+        self._expire(s, now, device_id)
+        cmds = list(
+            s.scalars(
+                select(Command)
+                .where(Command.device_id == device_id, Command.status == "pending")
+                .order_by(Command.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for c in cmds:
+            c.status = "delivered"
+            c.delivered_at = now
+            c.delivered_via = via
+        if cmds:
+            self._audit(
+                s,
+                f"device:{device_id}",
+                "command.delivered",
+                f"device:{device_id}",
+                {"commands": [c.id for c in cmds], "via": via},
+                now,
+            )
+        return cmds
+
+    def take_pending(self, device_id: int, now: float | None = None) -> list[Command]:
+        """The device's pending commands, now marked delivered (HTTP poll)."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            return self._take_pending(s, device_id, now, "http")
+
+    def ack_command(
+        self,
+        device_id: int,
+        command_id: int,
+        *,
+        ok: bool = True,
+        detail: str | None = None,
+        via: str = "http",
+    ) -> Command:
+        now = time.time()
+        with self.session() as s:
+            self._expire(s, now, device_id)
+            c = s.get(Command, command_id)
+            if c is None or c.device_id != device_id:
+                raise NotFoundError(f"device {device_id} has no command {command_id}")
+            if c.status == "expired":
+                raise ConflictError(
+                    f"command {command_id} expired at {iso(c.expires_at)}; ask for a new one"
+                )
+            if c.status != "acked":
+                if c.delivered_at is None:
+                    c.delivered_at, c.delivered_via = now, via
+                c.status, c.acked_at, c.ack_ok = "acked", now, bool(ok)
+                c.ack_detail = None if detail is None else str(detail)[:500]
+                self._audit(
+                    s,
+                    f"device:{device_id}",
+                    "command.ack",
+                    f"device:{device_id}",
+                    {"command": command_id, "ok": bool(ok), "detail": c.ack_detail, "via": via},
+                    now,
+                )
+            return c
+
+    def commands(self, device_id: int, limit: int = 50) -> list[Command]:
+        now = time.time()
+        with self.session() as s:
+            self._expire(s, now, device_id)
+            return list(
+                s.scalars(
+                    select(Command)
+                    .where(Command.device_id == device_id)
+                    .order_by(Command.id.desc())
+                    .limit(limit)
+                )
+            )
