@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from gridlens import __version__
 from gridlens.cli_grid import add_grid_commands
 from gridlens.cli_meter import add_meter_commands
-from gridlens.cli_server import add_server_commands
+from gridlens.cli_server import add_interop_commands, add_server_commands
 from gridlens.errors import GridlensError, InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -372,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_grid_commands(sub, _emit_json)
     add_meter_commands(sub, _emit_json)
     add_server_commands(sub, _emit_json)
+    add_interop_commands(sub, _emit_json)
     return parser
 
 

@@ -315,3 +315,38 @@ def check_bucket(interval_s: int) -> int:
     if interval_s not in (900, 1800, 3600, 86400):
         raise ParameterError(f"interval must be 900, 1800, 3600 or 86400 s, got {interval_s}")
     return interval_s
+
+
+@router.get("/devices/{device_id}/export.xml", tags=["export"])
+def export_greenbutton(
+    device_id: int,
+    request: Request,
+    who: Viewer,
+    interval: int = Query(3600, description="interval length in seconds: 900, 1800, 3600, 86400"),
+) -> Response:
+    """Green Button (NAESB ESPI) interval data of the meter's accepted readings."""
+    from gridlens.store.repo import greenbutton_export
+
+    store = _store(request)
+    data = greenbutton_export(store, device_id, check_bucket(interval))
+    name = store.device(device_id).name
+    return Response(
+        data,
+        media_type="application/atom+xml",
+        headers={"Content-Disposition": f'attachment; filename="{name}-greenbutton.xml"'},
+    )
+
+
+@router.post("/devices/{device_id}/import/greenbutton", tags=["export"])
+async def import_greenbutton(device_id: int, request: Request) -> dict[str, Any]:
+    """Add a Green Button file's energy intervals to the meter's counter history (admin).
+    Idempotent: importing the same file twice adds nothing."""
+    from gridlens.store.repo import greenbutton_import
+
+    who = auth.admin(request)
+    body = await request.body()
+    if len(body) > 50 * 1024 * 1024:
+        raise PayloadTooLarge("Green Button files are limited to 50 MB")
+    return await run_in_threadpool(
+        greenbutton_import, _store(request), device_id, body, actor=who.name
+    )

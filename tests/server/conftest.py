@@ -1,0 +1,104 @@
+"""Server fixtures: the same tests run on SQLite and on PostgreSQL (when it is reachable)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gridlens.meter.image import encode_jpeg
+from gridlens.meter.synth import NO_CAMERA_EFFECTS, render_meter, render_reference
+
+PG_ADMIN = os.environ.get("GRIDLENS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_reason() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN.replace("+psycopg", ""), connect_timeout=3):
+            return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN} ({type(exc).__name__}: {exc})"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped at the end)."""
+    reason = _pg_reason()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    name = f"gridlens_t_{uuid.uuid4().hex[:10]}"
+    admin = PG_ADMIN.replace("+psycopg", "")
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _reset_pg(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
+        c.execute("DROP SCHEMA public CASCADE")
+        c.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gridlens.db"
+    url = str(request.getfixturevalue("pg_url"))
+    _reset_pg(url)
+    return url
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One synthetic meter layout: reference photo + ROI, and photos of any reading."""
+
+    reference_jpeg: bytes
+    roi: dict[str, Any]
+
+    def photo(self, reading: float, seed: int = 0, clean: bool = True) -> bytes:
+        """A photo that reads ``reading``: the last wheel is drawn halfway to its next digit
+        (at exactly a digit the last wheel is legitimately read either way)."""
+        kw: dict[str, Any] = dict(NO_CAMERA_EFFECTS) if clean else {}
+        img = render_meter(reading + 0.05, seed=seed, **kw).image
+        return encode_jpeg(img, 85)
+
+    def device_body(self, name: str, **kw: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "roi": self.roi,
+            "reference_jpeg_b64": base64.b64encode(self.reference_jpeg).decode(),
+            **kw,
+        }
+
+
+@pytest.fixture(scope="session")
+def layout() -> Layout:
+    ref, roi = render_reference(6, 1)
+    return Layout(encode_jpeg(ref, 92), roi.to_dict())
+
+
+@pytest.fixture(scope="session")
+def gb_file() -> Path:
+    root = Path(
+        os.environ.get("GRIDLENS_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+    )
+    f = root / "greenbutton" / "test_usage_data.xml"
+    if not f.is_file():
+        pytest.skip(f"Green Button sample not found at {f} (set GRIDLENS_DATA)")
+    return f
