@@ -47,6 +47,9 @@ def _status_for(exc: GridlensError) -> int:
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     """Build the app; ``store`` defaults to ``Store.open(settings.db)`` (migrated)."""
     settings = settings or Settings()
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per request; more processes for more cores
     own_store = store is None
     store = store or Store.open(settings.db)
     stop = threading.Event()

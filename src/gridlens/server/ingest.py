@@ -45,10 +45,22 @@ class _Entry:
 class ReaderCache:
     """One :class:`~gridlens.meter.MeterReader` per device, least recently used evicted."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, *, concurrency: int = 2) -> None:
         self.size = size
         self._d: OrderedDict[int, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._model: Any = None
+        # reading is CPU work: a few at a time per process, the rest wait their turn
+        # (many threads on 2 cores only add GIL and cache contention)
+        self.slots = threading.BoundedSemaphore(concurrency)
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from gridlens.meter.model import DigitReader
+
+            self._model = DigitReader(threads=1)  # one core per read; processes scale out
+        return self._model
 
     def get(self, dev: Device) -> _Entry:
         with self._lock:
@@ -60,7 +72,9 @@ class ReaderCache:
 
         roi = MeterROI.from_dict(_without_image(dev.roi))
         ref = decode_image(dev.reference_jpeg) if dev.reference_jpeg else None
-        e = _Entry(dev.updated_at, MeterReader(roi, reference=ref), threading.Lock())
+        e = _Entry(
+            dev.updated_at, MeterReader(roi, reference=ref, model=self.model), threading.Lock()
+        )
         with self._lock:
             self._d[dev.id] = e
             while len(self._d) > self.size:
@@ -139,12 +153,12 @@ def ingest(
     if old is not None:
         cmds = store.take_pending(device.id)
         return _response(old, cmds, device, True), True
-    img = decode_image(body, max_bytes=max_bytes)  # DataFormatError for truncated/corrupt
     accepted, pending = store.history(device.id, t, keep)
     history = History(tuple(accepted), tuple(pending))
     limits = Limits(max_rate_per_h=device.max_rate, keep=keep)
     entry = cache.get(device)
-    with entry.lock:  # OpenCV feature objects are not shared between threads
+    with cache.slots, entry.lock:  # OpenCV feature objects are not shared between threads
+        img = decode_image(body, max_bytes=max_bytes)  # DataFormatError: truncated/corrupt
         reading = entry.reader.read(img, history=history, limits=limits, now=t)
     rate = None
     if reading.status == "ok" and accepted and reading.value is not None:
