@@ -260,10 +260,12 @@ def main() -> int:
             ))  # fmt: skip
             # kill -9 mid-load, restart, count
             print(f"[{kind}] kill -9 mid-load", file=sys.stderr)
-            res3 = run_load([srv.port], fleet, photos, rate=args.rate, seconds=10,
-                            concurrency=args.concurrency, stop_after=5.0, on_stop=srv.kill)  # fmt: skip
+            res3 = run_load(
+                [srv.port], fleet, photos, rate=args.rate, seconds=10,
+                concurrency=args.concurrency, stop_after=5.0, on_stop=srv.kill,
+            )  # fmt: skip
             srv.start()
-            stored3, missing3, dups3 = check_db(db, res3["acked"])
+            _, missing3, dups3 = check_db(db, res3["acked"])
             srv.stop()
             rows.append((
                 f"{kind}: kill -9 after 5 s of {args.rate:.0f}/s, restart",
