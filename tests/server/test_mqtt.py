@@ -1,0 +1,521 @@
+"""Tests of the MQTT bridge against real Mosquitto brokers (no mocks).
+
+A private broker runs on a free port for the module; the outage test runs its own persistent
+broker so it can kill and restart it. Every test uses its own topic prefixes, so retained
+messages of one test never leak into another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridlens.server.mqtt import DeviceInfo, MqttBridge, slugify
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
+    None,
+)
+pytestmark = pytest.mark.skipif(
+    MOSQUITTO is None, reason="needs the mosquitto broker binary (apt install mosquitto)"
+)
+
+DEVICE = DeviceInfo(7, "Küche Zähler")
+SLUG = "k_che_z_hler"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+class Broker:
+    """A private ``mosquitto`` process on a fixed port, restartable on that same port."""
+
+    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if persistent:
+            lines += ["persistence true", f"persistence_location {directory}/"]
+        else:
+            lines.append("persistence false")
+        if os.geteuid() == 0:  # keep root so the persistence file stays writable
+            lines.append("user root")
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        assert MOSQUITTO is not None
+        log = (self.directory / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                return False
+            return True
+
+        if not wait_until(listening, 5.0):
+            self.stop()
+            text = (self.directory / "mosquitto.log").read_text(errors="replace")
+            raise RuntimeError(f"mosquitto did not start on port {self.port}:\n{text}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()  # SIGTERM: mosquitto saves its persistence file and exits
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+class Client:
+    """A paho client standing in for Home Assistant (collecting) or for a device."""
+
+    def __init__(
+        self,
+        port: int,
+        topics: list[str],
+        *,
+        client_id: str | None = None,
+        clean: bool = True,
+        on_message: Callable[[Client, mqtt.MQTTMessage], None] | None = None,
+    ) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.cond = threading.Condition()
+        self.subscribed = threading.Event()
+        self.topics = topics
+        self.hook = on_message
+        self.mqtt = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
+            clean_session=clean,
+        )
+        self.mqtt.reconnect_delay_set(1, 1)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_subscribe = lambda *args: self.subscribed.set()
+        self.mqtt.on_message = self._on_message
+        self.mqtt.connect("127.0.0.1", port)
+        self.mqtt.loop_start()
+        assert self.subscribed.wait(5), "test client could not subscribe"
+
+    def _on_connect(self, client: mqtt.Client, u: Any, flags: Any, rc: Any, p: Any) -> None:
+        if not flags.session_present:  # a persistent session keeps its subscriptions
+            client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.cond.notify_all()
+        if self.hook is not None:
+            self.hook(self, msg)
+
+    def wait_for(self, topic: str, payload: str | None = None, timeout: float = 5.0) -> bytes:
+        """Wait for a message on ``topic`` (with ``payload`` if given); return its payload."""
+
+        def find() -> bytes | None:
+            for t, p, _ in self.messages:
+                if t == topic and (payload is None or p == payload.encode()):
+                    return p
+            return None
+
+        with self.cond:
+            assert self.cond.wait_for(lambda: find() is not None, timeout), (
+                f"no message on {topic} ({payload!r}); got {[m[0] for m in self.messages]}"
+            )
+            found = find()
+        assert found is not None
+        return found
+
+    def last(self, topic: str) -> tuple[bytes, bool]:
+        with self.cond:
+            return next((p, r) for t, p, r in reversed(self.messages) if t == topic)
+
+    def close(self) -> None:
+        self.mqtt.disconnect()
+        self.mqtt.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = Broker(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def make_bridge(tag: str) -> Iterator[Callable[..., MqttBridge]]:
+    made: list[MqttBridge] = []
+
+    def make(port: int, *, connect: bool = True, **kwargs: Any) -> MqttBridge:
+        kwargs.setdefault("prefix", f"gl{tag}")
+        kwargs.setdefault("discovery_prefix", f"ha{tag}")
+        kwargs.setdefault("reconnect_delay", (1, 1))
+        bridge = MqttBridge("127.0.0.1", port, **kwargs)
+        made.append(bridge)
+        bridge.start()
+        if connect:
+            assert wait_until(lambda: bridge.connected), "bridge did not connect"
+        return bridge
+
+    yield make
+    for bridge in made:
+        bridge.stop()
+
+
+def reading(value: float | None = 1234.5, **extra: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {
+        "status": "ok",
+        "value": value,
+        "raw": "0123450",
+        "reason": None,
+        "captured_at": "2026-11-21T10:00:00+00:00",
+        "rate_per_h": 0.42,
+        "confidence": 0.97,
+    }
+    r.update(extra)
+    return r
+
+
+def test_slug_and_unit_mapping() -> None:
+    assert slugify("Küche Zähler") == SLUG
+    assert slugify("Main-Meter_2") == "main-meter_2"
+    assert slugify("a/b+#c") == "a_b__c"
+    assert DeviceInfo(3, "!!!").slug == "meter_3"
+    bridge = MqttBridge(prefix="gl", discovery_prefix="ha")
+    gas = bridge.discovery_configs(DeviceInfo(1, "Gas", unit="m³"))
+    value, rate = (
+        gas["ha/sensor/gridlens_gas/value/config"],
+        gas["ha/sensor/gridlens_gas/rate/config"],
+    )
+    assert "device_class" not in value and value["unit_of_measurement"] == "m³"
+    assert "device_class" not in rate and rate["unit_of_measurement"] == "m³/h"
+    with pytest.raises(ValueError, match="wildcard"):
+        MqttBridge(prefix="a/+/b")
+
+
+def test_discovery_retained_with_exact_ha_keys(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    p, d = f"gl{tag}", f"ha{tag}"
+    bridge = make_bridge(broker.port)
+    bridge.publish_discovery(DEVICE)
+    bridge.publish_availability(DEVICE, True)
+    assert bridge.wait_idle(5)
+
+    late = Client(broker.port, [f"{d}/#", f"{p}/#"])  # subscribes after the fact
+    clients.append(late)
+    node = f"gridlens_{SLUG}"
+    availability = [
+        {"topic": f"{p}/{SLUG}/connection", "payload_available": "online",
+         "payload_not_available": "offline"},
+        {"topic": f"{p}/status", "payload_available": "online",
+         "payload_not_available": "offline"},
+    ]  # fmt: skip
+    device = {
+        "identifiers": [node],
+        "name": "Küche Zähler",
+        "manufacturer": "gridlens",
+        "model": "meter retrofit",
+    }
+    common = {
+        "availability": availability,
+        "availability_mode": "all",
+        "device": device,
+        "origin": {"name": "gridlens"},
+    }
+    expected = {
+        "value": {
+            "name": "Value",
+            "unique_id": f"{node}_value",
+            "object_id": f"{node}_value",
+            "default_entity_id": f"sensor.{node}_value",
+            "state_topic": f"{p}/{SLUG}/value",
+            "device_class": "energy",
+            "state_class": "total_increasing",
+            "unit_of_measurement": "kWh",
+            **common,
+        },
+        "rate": {
+            "name": "Rate",
+            "unique_id": f"{node}_rate",
+            "object_id": f"{node}_rate",
+            "default_entity_id": f"sensor.{node}_rate",
+            "state_topic": f"{p}/{SLUG}/rate",
+            "device_class": "power",
+            "state_class": "measurement",
+            "unit_of_measurement": "kW",
+            **common,
+        },
+        "error": {
+            "name": "Error",
+            "unique_id": f"{node}_error",
+            "object_id": f"{node}_error",
+            "default_entity_id": f"sensor.{node}_error",
+            "state_topic": f"{p}/{SLUG}/error",
+            "entity_category": "diagnostic",
+            **common,
+        },
+    }
+    for obj, config in expected.items():
+        topic = f"{d}/sensor/{node}/{obj}/config"
+        late.wait_for(topic)
+        payload, retained = late.last(topic)
+        assert retained
+        assert json.loads(payload) == config
+    for topic in (f"{p}/status", f"{p}/{SLUG}/connection"):
+        late.wait_for(topic, "online")
+        assert late.last(topic) == (b"online", True)
+
+
+def test_reading_publishes_all_topics(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    p = f"gl{tag}"
+    sub = Client(broker.port, [f"{p}/{SLUG}/#"])
+    clients.append(sub)
+    bridge = make_bridge(broker.port)
+    r = reading()
+    bridge.publish_reading(DEVICE, r)
+    assert bridge.wait_idle(5)
+    expected = {
+        "value": "1234.5",
+        "raw": "0123450",
+        "error": "no error",
+        "rate": "0.42",
+        "timestamp": "2026-11-21T10:00:00+00:00",
+    }
+    for leaf, payload in expected.items():
+        assert sub.wait_for(f"{p}/{SLUG}/{leaf}") == payload.encode(), leaf
+    assert json.loads(sub.wait_for(f"{p}/{SLUG}/json")) == r
+
+    bridge.publish_reading(DEVICE, reading(1235.0, rate_per_h=None))
+    sub.wait_for(f"{p}/{SLUG}/value", "1235.0")
+    sub.wait_for(f"{p}/{SLUG}/rate", "")  # rate unknown
+    late = Client(broker.port, [f"{p}/{SLUG}/value"])
+    clients.append(late)
+    assert late.wait_for(f"{p}/{SLUG}/value") == b"1235.0"
+    assert late.last(f"{p}/{SLUG}/value") == (b"1235.0", True)
+    assert bridge.wait_idle(5)
+    stats = bridge.stats
+    assert stats["published"] == 13 and stats["queued"] == 0 and stats["connected"] == 1
+
+
+def test_rejected_reading_publishes_no_value(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    p = f"gl{tag}"
+    bridge = make_bridge(broker.port)
+    bridge.publish_reading(DEVICE, reading(100.0))
+    assert bridge.wait_idle(5)
+    sub = Client(broker.port, [f"{p}/{SLUG}/#"])
+    clients.append(sub)
+    sub.wait_for(f"{p}/{SLUG}/json")  # the retained state of the accepted reading
+    rejected = reading(
+        None, status="rejected", raw="0099999", reason="value decreased", rate_per_h=None
+    )
+    bridge.publish_reading(DEVICE, rejected)
+    assert bridge.wait_idle(5)
+    sub.wait_for(f"{p}/{SLUG}/error", "value decreased")
+    time.sleep(0.2)
+    with sub.cond:
+        live = {t.rsplit("/", 1)[1]: pl for t, pl, retained in sub.messages if not retained}
+    assert live == {
+        "raw": b"0099999",
+        "error": b"value decreased",
+        "json": json.dumps(rejected).encode(),
+    }
+    # even a "rejected" reading that carries a value never reaches the value topic
+    bridge.publish_reading(DEVICE, reading(50.0, status="rejected", reason="low confidence"))
+    assert bridge.wait_idle(5)
+    late = Client(broker.port, [f"{p}/{SLUG}/value", f"{p}/{SLUG}/error"])
+    clients.append(late)
+    assert late.wait_for(f"{p}/{SLUG}/value") == b"100.0"
+    assert late.wait_for(f"{p}/{SLUG}/error") == b"low confidence"
+
+
+def test_command_reaches_device_and_ack_reaches_server(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    p = f"gl{tag}"
+    acks: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+
+    def device_answers(client: Client, msg: mqtt.MQTTMessage) -> None:
+        cmd = json.loads(msg.payload)
+        ack = {"id": cmd["id"], "ok": True, "detail": f"relay {cmd['state']}"}
+        client.mqtt.publish(f"{p}/{SLUG}/ack", json.dumps(ack), qos=1)
+
+    device = Client(broker.port, [f"{p}/{SLUG}/command"], on_message=device_answers)
+    clients.append(device)
+    bridge = make_bridge(broker.port, on_ack=lambda slug, payload: acks.put((slug, payload)))
+    command = {"id": 17, "action": "relay", "state": "off", "value": None}
+    assert bridge.publish_command(DEVICE, command) is True
+    payload, retained = (
+        json.loads(device.wait_for(f"{p}/{SLUG}/command")),
+        device.last(f"{p}/{SLUG}/command")[1],
+    )
+    assert payload == command and not retained
+    assert acks.get(timeout=5) == (SLUG, {"id": 17, "ok": True, "detail": "relay off"})
+
+
+def test_malformed_ack_is_ignored_and_bridge_keeps_working(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    p = f"gl{tag}"
+    seen: list[int] = []
+
+    def on_ack(slug: str, payload: dict[str, Any]) -> None:
+        seen.append(payload["id"])
+        if payload["id"] == 98:
+            raise RuntimeError("server bug while handling an ack")
+
+    device = Client(broker.port, [f"{p}/{SLUG}/command"])
+    clients.append(device)
+    # a stale retained ack is on the broker before the bridge subscribes: not an answer
+    device.mqtt.publish(f"{p}/{SLUG}/ack", json.dumps({"id": 96, "ok": True}), 1, True)
+    bridge = make_bridge(broker.port, on_ack=on_ack)
+    for bad in (
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"ok": true}',
+        b'{"id": "17", "ok": true}',
+        b'{"id": true}',
+        b'{"id": 5, "ok": "yes"}',
+        json.dumps({"id": 98, "ok": False}).encode(),  # on_ack raises for this one
+        json.dumps({"id": 99, "ok": True}).encode(),
+    ):
+        device.mqtt.publish(f"{p}/{SLUG}/ack", bad, qos=1)
+    device.mqtt.publish(f"{p}/other/ack", json.dumps({"id": 100}), qos=1)
+    assert wait_until(lambda: seen == [98, 99, 100])
+    assert bridge.connected
+    bridge.publish_reading(DEVICE, reading())
+    assert bridge.wait_idle(5)
+    device.mqtt.publish(f"{p}/{SLUG}/ack", b"", qos=1, retain=True)  # clear the retained ack
+
+
+def test_outage_queues_and_resumes(
+    tmp_path: Path, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    p, d = f"gl{tag}", f"ha{tag}"
+    broker = Broker(tmp_path, persistent=True)
+    broker.start()
+    try:
+        # "Home Assistant" with a persistent session: the broker keeps what it misses
+        ha = Client(broker.port, [f"{p}/#", f"{d}/#"], client_id=f"ha-{tag}", clean=False)
+        clients.append(ha)
+        bridge = make_bridge(broker.port)
+        bridge.publish_discovery(DEVICE)
+        bridge.publish_availability(DEVICE, True)
+        assert bridge.wait_idle(5)
+
+        broker.stop()
+        assert wait_until(lambda: not bridge.connected)
+        values = [1000.0 + 0.5 * i for i in range(50)]
+        start = time.monotonic()
+        for v in values:
+            bridge.publish_reading(DEVICE, reading(v))
+        assert time.monotonic() - start < 1.0  # never blocks on the dead broker
+        assert bridge.stats["queued"] == 50 * 6
+        assert not bridge.wait_idle(0.1)
+        with ha.cond:
+            mark = len(ha.messages)
+
+        broker.start()  # same port
+        assert bridge.wait_idle(10), bridge.stats
+        ha.wait_for(f"{p}/{SLUG}/value", "1024.5", timeout=10)
+        with ha.cond:
+            after = ha.messages[mark:]
+        got: list[float] = []
+        for topic, payload, _ in after:
+            if topic == f"{p}/{SLUG}/value" and (not got or got[-1] != float(payload)):
+                got.append(float(payload))
+        assert got == values  # every queued reading, in order
+        topics = {t for t, _, _ in after}
+        assert {f"{d}/sensor/gridlens_{SLUG}/{o}/config" for o in ("value", "rate", "error")} <= (
+            topics
+        )  # discovery re-published on reconnect
+        assert (f"{p}/status", b"online", False) in after
+        assert (f"{p}/{SLUG}/connection", b"online", False) in after
+        stats = bridge.stats
+        assert stats["reconnects"] >= 1 and stats["dropped"] == 0 and stats["queued"] == 0
+
+        late = Client(broker.port, [f"{p}/{SLUG}/value"])
+        clients.append(late)
+        assert late.wait_for(f"{p}/{SLUG}/value") == b"1024.5"
+        bridge.stop()
+    finally:
+        for c in clients:
+            c.close()
+        clients.clear()
+        broker.stop()
+
+
+def test_start_without_broker_never_raises(make_bridge: Callable[..., MqttBridge]) -> None:
+    start = time.monotonic()
+    bridge = make_bridge(free_port(), connect=False, max_queued=10)
+    assert time.monotonic() - start < 0.5
+    time.sleep(0.2)
+    assert not bridge.connected
+    bridge.publish_discovery(DEVICE)  # remembered, sent on connect
+    for i in range(5):  # 6 messages each, only 10 fit
+        bridge.publish_reading(DEVICE, reading(1.0 + i))
+    assert bridge.stats == {
+        "published": 0,
+        "queued": 10,
+        "dropped": 20,
+        "reconnects": 0,
+        "connected": 0,
+    }
+    assert bridge.publish_command(DEVICE, {"id": 1, "action": "relay", "state": "on"}) is False
+    assert not bridge.wait_idle(0.1)
+    start = time.monotonic()
+    bridge.stop()
+    assert time.monotonic() - start < 2.5
