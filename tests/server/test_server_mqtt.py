@@ -130,7 +130,7 @@ def test_readings_are_published_with_home_assistant_discovery(
 def test_commands_over_mqtt_and_acks(env: dict[str, Any]) -> None:
     c, dev, p, slug = env["client"], env["dev"], env["prefix"], env["slug"]
     deadline = time.monotonic() + 10
-    while not c.get("/healthz").json()["mqtt"] == "connected" and time.monotonic() < deadline:
+    while c.get("/healthz").json()["mqtt"] != "connected" and time.monotonic() < deadline:
         time.sleep(0.05)
     r = c.post(f"/api/v1/devices/{dev}/commands", json={"action": "flash", "state": "off"},
                headers=env["admin"])  # fmt: skip
