@@ -17,9 +17,11 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from gridlens import __version__
+from gridlens.cli_demo import add_demo_command
 from gridlens.cli_grid import add_grid_commands
 from gridlens.cli_meter import add_meter_commands
 from gridlens.cli_server import add_interop_commands, add_server_commands
+from gridlens.cli_simulate import add_simulate_command
 from gridlens.errors import GridlensError, InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -373,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_meter_commands(sub, _emit_json)
     add_server_commands(sub, _emit_json)
     add_interop_commands(sub, _emit_json)
+    add_simulate_command(sub, _emit_json)
+    add_demo_command(sub, _emit_json)
     return parser
 
 

@@ -103,8 +103,13 @@ def _fs_from_time(p: Path, t: Float, fs_hz: float | None) -> float:
 
 
 def _read_csv(p: Path, fs_hz: float | None, v_name: str, i_name: str) -> Waveform:
-    with p.open(encoding="utf-8-sig") as fh:
-        header = fh.readline()
+    try:
+        with p.open(encoding="utf-8-sig") as fh:
+            header = fh.readline()
+    except UnicodeDecodeError:
+        raise DataFormatError(
+            f"{p}: not a text CSV (it is not UTF-8); expected a header such as 't,v,i'"
+        ) from None
     cols = [c.strip().lower() for c in header.strip().split(",")]
     if not header.strip():
         raise DataFormatError(f"{p}: empty file; expected a header such as 't,v,i'")

@@ -155,17 +155,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from gridlens.server.api import router
 
     app.include_router(router)
-    try:
-        from gridlens.server.dashboard import router as dash
-    except ImportError:  # pragma: no cover - the dashboard is part of the package
-        dash = None
-    if dash is not None:
-        app.include_router(dash)
-        from fastapi.staticfiles import StaticFiles
+    from fastapi.staticfiles import StaticFiles
 
-        from gridlens.server.dashboard import STATIC
+    from gridlens.server.dashboard import STATIC
+    from gridlens.server.dashboard import router as dashboard
 
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(dashboard)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 

@@ -1,0 +1,885 @@
+"""The dashboard: server-rendered pages for people (no build step, a little vanilla JS).
+
+Pages
+-----
+``/login`` and ``/logout``
+    Session cookie (``gridlens_session``: HttpOnly, SameSite=Lax) from a user name and
+    password; every other page redirects to ``/login?next=...`` without one.
+``/``
+    One row per meter: last accepted value, last photo and its status, online, today.
+``/meters/{id}``
+    Consumption charts (``static/gridlens.js`` draws them with the vendored uPlot from the
+    REST API), the latest photo with its digit boxes (``/meters/{id}/latest.jpg``), rejected
+    readings, commands and, for operators, a form to send one.
+``/pq``
+    Upload a waveform; the results of ``gridlens pf`` (three power-factor methods, THD,
+    frequency) and its plot.
+``/grid``, ``/anomaly``
+    Placeholders for views still to come.
+
+Every POST refuses a cross-origin request (an ``Origin`` or ``Referer`` header naming
+another host), on top of the SameSite cookie.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import math
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.types import Message
+
+from gridlens import __version__
+from gridlens.errors import GridlensError, InputError, NotFoundError, ParameterError
+from gridlens.meter.image import decode_image, encode_jpeg
+from gridlens.server.auth import SESSION_COOKIE
+from gridlens.store.models import Device, Reading
+from gridlens.store.repo import COMMANDS, Principal, Store, command_dict, device_dict
+
+__all__ = ["PQ_MAX_BYTES", "STATIC", "TEMPLATES", "router"]
+
+log = logging.getLogger("gridlens.dashboard")
+
+HERE = Path(__file__).resolve().parent
+#: CSS, JS and the vendored chart library, mounted at ``/static`` by the app.
+STATIC = HERE / "static"
+#: Jinja2 templates (one base layout).
+TEMPLATES = HERE / "templates"
+#: Largest waveform upload on ``/pq`` (HTTP 413 above).
+PQ_MAX_BYTES = 20 * 1024 * 1024
+_FORM_SLACK = 64 * 1024  # multipart headers and the small fields around the file
+_PQ_SUFFIXES = (".csv", ".txt", ".npz", ".cfg", ".cff")
+# the readers' messages name command-line options; the form has fields
+_CLI_WORDS = (
+    ("--v-channel/--i-channel", "the voltage/current column fields"),
+    ("pass --fs HZ", "enter the sampling rate"),
+    ("--fs", "the sampling rate"),
+)
+_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_PLOT_LOCK = threading.Lock()  # matplotlib's pyplot is not thread-safe
+_U8 = npt.NDArray[np.uint8]
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=TEMPLATES)
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def _epoch(t: float | str | None) -> float | None:
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        return float(t)
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+
+
+def _utc(t: float | str | None, seconds: bool = True) -> str:
+    """``2026-11-21 10:00:00 UTC`` from epoch seconds or ISO 8601; ``-`` for None."""
+    e = _epoch(t)
+    if e is None:
+        return "-"
+    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return datetime.fromtimestamp(e, UTC).strftime(fmt) + " UTC"
+
+
+def _ago(t: float | str | None) -> str:
+    """``3 min ago`` (coarse, for people)."""
+    e = _epoch(t)
+    if e is None:
+        return ""
+    d = time.time() - e
+    if d < 0:
+        return "in the future"
+    if d < 90:
+        return f"{d:.0f} s ago"
+    if d < 90 * 60:
+        return f"{d / 60:.0f} min ago"
+    if d < 36 * 3600:
+        return f"{d / 3600:.0f} h ago"
+    return f"{d / 86400:.0f} days ago"
+
+
+def _num(x: float | None, decimals: int | None = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:,.{3 if decimals is None else decimals}f}"
+
+
+templates.env.filters["utc"] = _utc
+templates.env.filters["ago"] = _ago
+templates.env.filters["num"] = _num
+templates.env.globals["version"] = __version__
+
+
+# ------------------------------------------------------------------------------ sessions
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _who(request: Request) -> Principal | None:
+    """The user behind the session cookie, or None (no, unknown, expired, revoked)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    p = _store(request).resolve(token)
+    if p is None or p.kind != "user" or not p.session:
+        return None
+    return p
+
+
+def _safe_next(target: str | None) -> str:
+    """A local path to go to after logging in; anything else becomes ``/``."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/login?" + urlencode({"next": here}), status_code=303)
+
+
+def _page(
+    request: Request,
+    name: str,
+    who: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
+    ctx = {"user": who, "nav": "", "now_utc": _utc(time.time(), seconds=False), **context}
+    resp = templates.TemplateResponse(request, name, ctx, status_code=status_code)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "same-origin"
+    resp.headers["Content-Security-Policy"] = _CSP
+    return resp
+
+
+def _error(
+    request: Request, who: Principal | None, status_code: int, title: str, message: str
+) -> Response:
+    return _page(
+        request, "error.html", who, status_code, title=title, message=message, code=status_code
+    )
+
+
+def _forbidden(request: Request, who: Principal | None, what: str) -> Response:
+    role = who.role if who is not None else None
+    return _error(
+        request,
+        who,
+        403,
+        "Not allowed",
+        f"{what} needs a higher role than yours ({role}); ask an admin.",
+    )
+
+
+def _user_or_response(request: Request, role: str = "viewer") -> Principal | Response:
+    """The logged-in user with at least ``role``; else the login redirect or a 403 page."""
+    who = _who(request)
+    if who is None:
+        return _login_redirect(request)
+    if not who.can(role):
+        return _forbidden(request, who, "This page")
+    return who
+
+
+def _strip_default_port(netloc: str) -> str:
+    netloc = netloc.strip().lower()
+    for port in (":80", ":443"):
+        if netloc.endswith(port):
+            return netloc[: -len(port)]
+    return netloc
+
+
+def _same_origin(request: Request) -> bool:
+    """False when an ``Origin`` (or else ``Referer``) header names another host."""
+    src = request.headers.get("origin") or request.headers.get("referer")
+    if src is None:
+        return True
+    parts = urlsplit(src.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null" (sandboxed or privacy-redirected) and anything odd
+    hosts = {
+        _strip_default_port(h)
+        for key in ("host", "x-forwarded-host")
+        for h in request.headers.get(key, "").split(",")
+        if h.strip()
+    }
+    return _strip_default_port(parts.netloc) in hosts
+
+
+def _cross_origin(request: Request) -> Response:
+    return _error(
+        request,
+        _who(request),
+        403,
+        "Cross-origin request refused",
+        "This form was posted from another site. Use the dashboard's own pages.",
+    )
+
+
+def _field(form: FormData, key: str, limit: int = 200) -> str:
+    v = form.get(key)
+    return v[:limit] if isinstance(v, str) else ""
+
+
+# ------------------------------------------------------------------------------ login
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:
+    """The login form."""
+    return _page(request, "login.html", None, next=_safe_next(next), username="", error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the password; set the session cookie and go to ``next`` (local paths only)."""
+    if not _same_origin(request):
+        return _cross_origin(request)
+    form = await request.form(max_files=0, max_fields=10, max_part_size=16 * 1024)
+    name = _field(form, "username", 64).strip()
+    password = _field(form, "password", 1024)
+    target = _safe_next(_field(form, "next", 2000))
+    store = _store(request)
+    user = await run_in_threadpool(store.check_password, name, password) if name else None
+    if user is None:
+        return _page(
+            request,
+            "login.html",
+            None,
+            401,
+            next=target,
+            username=name,
+            error="wrong user name or password",
+        )
+    ttl = float(request.app.state.settings.session_ttl_s)
+    token = await run_in_threadpool(store.new_session, user, ttl)
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(ttl),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return resp
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    """Revoke the session and go back to the login form."""
+    if not _same_origin(request):
+        return _cross_origin(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        _store(request).revoke(token)
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return resp
+
+
+# ------------------------------------------------------------------------------ overview
+
+
+@router.get("/")
+def overview(request: Request) -> Response:
+    """Every meter: last value, last photo and status, online, consumption today."""
+    who = _user_or_response(request)
+    if isinstance(who, Response):
+        return who
+    rows = _store(request).overview()
+    today: dict[str, tuple[float, int]] = {}
+    for r in rows:
+        if r["today"] is not None:
+            e, dec = today.get(r["unit"], (0.0, 0))
+            today[r["unit"]] = (e + float(r["today"]), max(dec, int(r["decimals"] or 0)))
+    totals = {
+        "meters": len(rows),
+        "online": sum(1 for r in rows if r["online"]),
+        "rejected": sum(1 for r in rows if r["last"] and r["last"]["status"] == "rejected"),
+        "today": [(unit, e, dec) for unit, (e, dec) in sorted(today.items())],
+    }
+    return _page(request, "overview.html", who, nav="meters", rows=rows, totals=totals)
+
+
+# ------------------------------------------------------------------------------ one meter
+
+
+def _meter_context(store: Store, dev: Device, who: Principal) -> dict[str, Any]:
+    newest = store.readings(dev.id, newest_first=True, limit=1)
+    last_ok = store.readings(dev.id, status="ok", newest_first=True, limit=1)
+    rejected = store.readings(dev.id, status="rejected", newest_first=True, limit=50)
+    now = time.time()
+    return {
+        "dev": device_dict(dev),
+        "decimals": int(dev.roi.get("decimals") or 0),
+        "last": newest[0] if newest else None,
+        "last_ok": last_ok[0] if last_ok else None,
+        "online": dev.last_seen_at is not None and now - dev.last_seen_at < 3 * dev.interval_s,
+        "rejected": rejected,
+        "commands": [command_dict(c) for c in store.commands(dev.id, 50)],
+        "can_command": who.can("operator"),
+        "interval_range": COMMANDS["interval"][1],
+        "nav": "meters",
+    }
+
+
+def _device_or_none(store: Store, device_id: int) -> Device | None:
+    try:
+        return store.device(device_id)
+    except NotFoundError:
+        return None
+
+
+def _no_meter(request: Request, who: Principal, device_id: int) -> Response:
+    return _error(request, who, 404, "No such meter", f"There is no meter with id {device_id}.")
+
+
+@router.get("/meters/{device_id}")
+def meter_page(device_id: int, request: Request) -> Response:
+    """Charts, latest photo, rejected readings and commands of one meter."""
+    who = _user_or_response(request)
+    if isinstance(who, Response):
+        return who
+    store = _store(request)
+    dev = _device_or_none(store, device_id)
+    if dev is None:
+        return _no_meter(request, who, device_id)
+    return _page(request, "meter.html", who, **_meter_context(store, dev, who))
+
+
+def _parse_command(form: FormData) -> tuple[str, str | None, int | None]:
+    """``command=relay:on`` (buttons) or ``command=interval`` with ``value`` seconds."""
+    action, _, state = _field(form, "command", 40).partition(":")
+    if action not in COMMANDS:
+        raise ParameterError(
+            f"unknown command {action!r}; use relay on|off, flash on|off, capture now or interval"
+        )
+    if action != "interval":
+        return action, state or None, None
+    text = _field(form, "value", 20).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        lo, hi = COMMANDS["interval"][1] or (10, 86400)
+        raise ParameterError(
+            f"the interval must be a whole number of seconds ({lo}..{hi}), got {text!r}"
+        ) from None
+    return action, None, value
+
+
+@router.post("/meters/{device_id}/commands")
+async def send_command(device_id: int, request: Request) -> Response:
+    """Queue a command for the device (operator or admin), then back to the meter page."""
+    if not _same_origin(request):
+        return _cross_origin(request)
+    who = _who(request)
+    if who is None:
+        return RedirectResponse(f"/login?next=/meters/{device_id}", status_code=303)
+    if not who.can("operator"):
+        return _forbidden(request, who, "Sending commands")
+    store = _store(request)
+    dev = await run_in_threadpool(_device_or_none, store, device_id)
+    if dev is None:
+        return _no_meter(request, who, device_id)
+    form = await request.form(max_files=0, max_fields=10, max_part_size=4096)
+    ttl = float(request.app.state.settings.command_ttl_s)
+    try:
+        action, state, value = _parse_command(form)
+        cmd = await run_in_threadpool(
+            lambda: store.add_command(
+                device_id, action, state=state, value=value, actor=who.name, ttl_s=ttl
+            )
+        )
+    except InputError as exc:
+        ctx = await run_in_threadpool(_meter_context, store, dev, who)
+        return _page(
+            request,
+            "meter.html",
+            who,
+            422,
+            command_error=str(exc),
+            interval_value=_field(form, "value", 20),
+            **ctx,
+        )
+    try:
+        request.app.state.publish_command(dev, cmd)
+    except Exception as exc:  # MQTT is best effort: the device also polls over HTTP
+        log.warning("command publish failed", extra={"device": device_id, "error": str(exc)})
+    return RedirectResponse(f"/meters/{device_id}?sent={cmd.id}#commands", status_code=303)
+
+
+@router.get("/meters/{device_id}/counter.json")
+def counter_json(device_id: int, request: Request, days: float = 31.0) -> Response:
+    """Accepted counter values of the last ``days`` (at most 2000 points, evenly thinned)."""
+    who = _who(request)
+    if who is None:
+        return JSONResponse({"detail": "log in first"}, status_code=401)
+    store = _store(request)
+    dev = _device_or_none(store, device_id)
+    if dev is None:
+        return JSONResponse({"detail": f"no device with id {device_id}"}, status_code=404)
+    days = min(max(days, 1 / 24), 3660.0) if math.isfinite(days) else 31.0
+    t, v = store.counter(device_id, since=time.time() - days * 86400.0)
+    if t.size > 2000:
+        keep = np.unique(np.append(np.linspace(0, t.size - 1, 2000).round().astype(int), -1))
+        t, v = t[keep], v[keep]
+    return JSONResponse({"unit": dev.unit, "t": t.tolist(), "v": v.tolist()})
+
+
+# ------------------------------------------------------------------------------ the photo
+
+
+def _latest_photo_reading(store: Store, device_id: int) -> Reading | None:
+    with store.session() as s:
+        return s.scalar(
+            select(Reading)
+            .where(Reading.device_id == device_id, Reading.image_path.is_not(None))
+            .order_by(Reading.captured_at.desc(), Reading.id.desc())
+            .limit(1)
+        )
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode()
+
+
+def _placeholder(status_code: int, text: str, size: tuple[int, int] = (640, 480)) -> Response:
+    """A grey JPEG that says what is missing (an <img> shows it instead of a broken icon)."""
+    w, h = size
+    img = np.full((h, w, 3), 228, np.uint8)
+    cv2.rectangle(img, (8, 8), (w - 9, h - 9), (180, 180, 180), 2)
+    scale = w / 900
+    (tw, th), _ = cv2.getTextSize(_ascii(text), cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+    org = (max(10, (w - tw) // 2), (h + th) // 2)
+    cv2.putText(img, _ascii(text), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (90, 90, 90), 2)
+    return Response(
+        encode_jpeg(img, 85),
+        status_code=status_code,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _label(img: _U8, text: str, org: tuple[int, int], scale: float, color: Any) -> None:
+    """Text with a dark outline, readable on any background."""
+    t = _ascii(text)
+    thick = max(1, round(scale * 2))
+    x, y = org
+    for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1), (0, 2)):  # same glyph widths as the text
+        cv2.putText(
+            img, t, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA
+        )
+    cv2.putText(img, t, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def _conf_color(conf: float | None) -> tuple[int, int, int]:
+    if conf is None:
+        return (200, 200, 200)
+    if conf >= 0.9:
+        return (60, 200, 60)
+    if conf >= 0.6:
+        return (0, 170, 255)
+    return (60, 60, 240)
+
+
+def draw_reading(img: _U8, roi: Any, reading: Reading, unit: str, note: str | None = None) -> _U8:
+    """Draw the ROI digit boxes, each digit's value and confidence, and a status banner.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        BGR photo in the frame the ROI boxes refer to (aligned, or raw when alignment
+        failed or the meter has no reference).
+    roi : gridlens.meter.MeterROI
+        The meter's digit (and marker) boxes.
+    reading : Reading
+        The stored reading of this photo (``digits``: value and confidence per wheel).
+    unit : str
+        Counter unit, for the banner.
+    note : str, optional
+        A warning line (e.g. that alignment failed).
+
+    Returns
+    -------
+    numpy.ndarray
+        A new annotated image.
+    """
+    out: _U8 = np.ascontiguousarray(img.copy())
+    h, w = out.shape[:2]
+    scale = max(0.45, w / 1100)
+    for m in roi.markers:
+        cv2.rectangle(out, (m.x, m.y), (m.x2, m.y2), (255, 160, 40), 1)
+    digits = reading.digits or []
+    for k, b in enumerate(roi.digits):
+        d = digits[k] if k < len(digits) else None
+        conf = None if d is None else float(d.get("confidence", 0.0))
+        color = _conf_color(conf)
+        cv2.rectangle(out, (b.x, b.y), (b.x2, b.y2), color, 2)
+        if d is None:
+            continue
+        (tw, th), _ = cv2.getTextSize(f"{d['value']:.1f}", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cx = b.x + b.w // 2
+        _label(out, f"{d['value']:.1f}", (cx - tw // 2, max(th + 2, b.y - 5)), scale, color)
+        ctext = f"{100 * (conf or 0.0):.0f}%"
+        (cw, ch), _ = cv2.getTextSize(ctext, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.85, 1)
+        _label(out, ctext, (cx - cw // 2, min(h - 3, b.y2 + ch + 6)), scale * 0.85, color)
+    when = datetime.fromtimestamp(reading.captured_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if reading.status == "ok" and reading.value is not None:
+        head, color = f"{when}  ok  {reading.value:g} {unit}", (60, 220, 60)
+    else:
+        head, color = f"{when}  rejected: {reading.reason or '?'}", (80, 80, 255)
+    lines = [head] + ([note] if note else [])
+    bar = int(26 * scale / 0.4) * len(lines)
+    band = out[:bar]
+    band[:] = (band * 0.35).astype(np.uint8)
+    max_chars = max(20, int(w / (16 * scale)))
+    for i, line in enumerate(lines):
+        text = line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+        c = color if i == 0 else (0, 200, 255)
+        _label(out, text, (8, int((i + 0.75) * bar / len(lines))), scale, c)
+    return out
+
+
+@router.get("/meters/{device_id}/latest.jpg")
+def latest_jpg(device_id: int, request: Request) -> Response:
+    """The newest stored photo, aligned to the reference, with digit boxes and values."""
+    if _who(request) is None:
+        return Response("log in first", status_code=401, media_type="text/plain")
+    store = _store(request)
+    dev = _device_or_none(store, device_id)
+    if dev is None:
+        return _placeholder(404, "no such meter")
+    r = _latest_photo_reading(store, device_id)
+    if r is None or not r.image_path:
+        return _placeholder(404, "no photo yet")
+    root = request.app.state.settings.images.resolve()
+    path = (root / r.image_path).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return _placeholder(404, "photo no longer stored (pruned)")
+    try:
+        img = decode_image(path)
+    except GridlensError:
+        return _placeholder(404, "stored photo is unreadable")
+    entry = request.app.state.readers.get(dev)
+    note = None
+    align = "none"
+    with entry.lock:  # OpenCV feature objects are not shared between threads
+        reader = entry.reader
+        roi = reader.roi
+        if reader.aligner is not None:
+            try:
+                img = reader.aligner.align(img).warped
+                align = "ok"
+            except GridlensError as exc:
+                align = "failed"
+                note = "alignment failed: boxes drawn on the raw photo"
+                log.info("latest photo not aligned", extra={"device": device_id, "error": str(exc)})
+    out = draw_reading(img, roi, r, dev.unit, note)
+    return Response(
+        encode_jpeg(out, 88),
+        media_type="image/jpeg",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Gridlens-Alignment": align,
+            "X-Gridlens-Reading": str(r.id),
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ power quality
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _limited_form(request: Request, limit: int) -> FormData:
+    """Parse a multipart form, giving up (``_TooLarge``) once the body passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    seen = 0
+    receive = request.receive
+
+    async def counted() -> Message:
+        nonlocal seen
+        msg = await receive()
+        if msg["type"] == "http.request":
+            seen += len(msg.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+        return msg
+
+    limited = Request(request.scope, counted)
+    return await limited.form(max_files=3, max_fields=20, max_part_size=16 * 1024)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PQOptions:
+    f0_hz: float = 60.0
+    fs_hz: float | None = None
+    window_cycles: int | None = None
+    track: bool = True
+    v_channel: str | None = None
+    i_channel: str | None = None
+
+
+def _pq_options(form: FormData) -> tuple[_PQOptions, dict[str, str]]:
+    raw = {
+        k: _field(form, k, 40).strip()
+        for k in ("f0", "fs", "window_cycles", "v_channel", "i_channel")
+    }
+    raw["track"] = "on" if _field(form, "track", 5) else ""
+
+    def positive(key: str, what: str) -> float | None:
+        if not raw[key]:
+            return None
+        try:
+            x = float(raw[key])
+        except ValueError:
+            x = math.nan
+        if not (math.isfinite(x) and x > 0):
+            raise ParameterError(f"{what} must be a number > 0, got {raw[key]!r}")
+        return x
+
+    f0 = positive("f0", "nominal frequency") or 60.0
+    if not 1.0 <= f0 <= 1000.0:
+        raise ParameterError(f"nominal frequency must be 1-1000 Hz (50 or 60), got {f0:g}")
+    wc = None
+    if raw["window_cycles"]:
+        try:
+            wc = int(raw["window_cycles"])
+        except ValueError:
+            raise ParameterError(
+                f"cycles per window must be a whole number, got {raw['window_cycles']!r}"
+            ) from None
+    opts = _PQOptions(
+        f0_hz=f0,
+        fs_hz=positive("fs", "sampling rate"),
+        window_cycles=wc,
+        track=bool(raw["track"]),
+        v_channel=raw["v_channel"] or None,
+        i_channel=raw["i_channel"] or None,
+    )
+    return opts, raw
+
+
+def _display_name(name: str | None) -> str:
+    base = Path((name or "").replace("\\", "/")).name
+    return _ascii(base)[:120] or "upload"
+
+
+def _analyse(files: list[tuple[str, bytes]], opts: _PQOptions) -> dict[str, Any]:
+    """``gridlens pf`` on uploaded files: read, analyse, plot (PNG as a data: URI)."""
+    from gridlens import pq
+    from gridlens.pq.plot import plot_report
+
+    primary = [(n, b) for n, b in files if Path(n).suffix.lower() in _PQ_SUFFIXES]
+    if len(primary) != 1:
+        raise ParameterError(
+            "choose one waveform file: CSV (t,v,i or v,i), .npz (v, i, fs) or a COMTRADE .cfg"
+            " together with its .dat"
+            if not primary
+            else "choose only one waveform file (a COMTRADE .cfg may come with its .dat)"
+        )
+    name, data = primary[0]
+    suffix = Path(name).suffix.lower()
+    dats = [b for n, b in files if Path(n).suffix.lower() == ".dat"]
+    if suffix == ".cfg" and not dats:
+        raise ParameterError(f"{name} is a COMTRADE .cfg: select its .dat file as well")
+    with tempfile.TemporaryDirectory(prefix="gridlens-pq-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        if suffix == ".cfg":
+            (Path(tmp) / "upload.dat").write_bytes(dats[0])
+        try:
+            wf = pq.read_waveform(
+                path, fs_hz=opts.fs_hz, v_channel=opts.v_channel, i_channel=opts.i_channel
+            )
+            wf = dataclasses.replace(wf, source=name)
+            rep = pq.analyze(
+                wf.v,
+                wf.i,
+                wf.fs_hz,
+                f0_hz=opts.f0_hz,
+                window_cycles=opts.window_cycles,
+                track_frequency=opts.track,
+            )
+        except GridlensError as exc:
+            msg = str(exc).replace(str(path), name).replace(tmp + "/", "")
+            for flag, field in _CLI_WORDS:
+                msg = msg.replace(flag, field)
+            raise type(exc)(msg.splitlines()[0] if msg else type(exc).__name__) from None
+        png_path = Path(tmp) / "plot.png"
+        with _PLOT_LOCK:
+            plot_report(wf, rep, png_path)
+        png = png_path.read_bytes()
+    a = rep.aggregate
+    return {
+        "name": name,
+        "samples": len(wf.v),
+        "fs_hz": wf.fs_hz,
+        "duration_s": wf.duration_s,
+        "f_hz": a.f_hz,
+        "f0_hz": rep.f0_hz,
+        "tracked": rep.tracked,
+        "windows": rep.n_windows,
+        "window_cycles": rep.window_cycles,
+        "p1_w": a.p1_w,
+        "q1_var": a.q1_var,
+        "s1_va": a.s1_va,
+        "v1_rms_v": a.v1_rms_v,
+        "i1_rms_a": a.i1_rms_a,
+        "v_rms_v": a.v_rms_v,
+        "i_rms_a": a.i_rms_a,
+        "p_w": a.p_w,
+        "pf": {
+            "dq": a.pf1,
+            "power_triangle": a.pf_power_triangle,
+            "time_delay": a.pf_time_delay,
+        },
+        "q_time_delay_var": a.q_time_delay_var,
+        "displacement": rep.displacement,
+        "pf1_min": float(rep.windows.pf1.min()),
+        "pf1_max": float(rep.windows.pf1.max()),
+        "thd_v": a.thd_v,
+        "thd_i": a.thd_i,
+        "plot": "data:image/png;base64," + base64.b64encode(png).decode(),
+    }
+
+
+def _pq_page(
+    request: Request,
+    who: Principal,
+    status_code: int = 200,
+    *,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    raw: dict[str, str] | None = None,
+) -> Response:
+    return _page(
+        request,
+        "pq.html",
+        who,
+        status_code,
+        nav="pq",
+        error=error,
+        result=result,
+        raw=raw or {"f0": "60", "track": "on"},
+        max_mb=PQ_MAX_BYTES // (1024 * 1024),
+    )
+
+
+@router.get("/pq")
+def pq_form(request: Request) -> Response:
+    """The waveform upload form."""
+    who = _user_or_response(request)
+    if isinstance(who, Response):
+        return who
+    return _pq_page(request, who)
+
+
+@router.post("/pq")
+async def pq_upload(request: Request) -> Response:
+    """Analyse an uploaded waveform like ``gridlens pf`` and show the results and plot."""
+    if not _same_origin(request):
+        return _cross_origin(request)
+    who = _user_or_response(request)
+    if isinstance(who, Response):
+        return who
+    mb = PQ_MAX_BYTES // (1024 * 1024)
+    try:
+        form = await _limited_form(request, PQ_MAX_BYTES + _FORM_SLACK)
+    except _TooLarge:
+        return _pq_page(
+            request,
+            who,
+            413,
+            error=f"the upload is larger than {mb} MB, the limit here; analyse a shorter "
+            "record (a few seconds are enough) or use `gridlens pf` on the command line",
+        )
+    except Exception as exc:  # a malformed multipart body
+        return _pq_page(request, who, 400, error=f"could not read the upload: {exc}")
+    files: list[tuple[str, bytes]] = []
+    try:
+        opts, raw = _pq_options(form)
+    except InputError as exc:
+        return _pq_page(request, who, 422, error=str(exc))
+    try:
+        for f in form.getlist("file"):
+            if isinstance(f, UploadFile) and f.filename:
+                data = await f.read()
+                if len(data) > PQ_MAX_BYTES:
+                    return _pq_page(request, who, 413, error=f"the file is larger than {mb} MB")
+                files.append((_display_name(f.filename), data))
+    finally:
+        await form.close()
+    if not files:
+        return _pq_page(request, who, 422, error="choose a waveform file to upload", raw=raw)
+    try:
+        result = await run_in_threadpool(_analyse, files, opts)
+    except InputError as exc:
+        return _pq_page(request, who, 422, error=str(exc), raw=raw)
+    except GridlensError as exc:
+        return _pq_page(request, who, 422, error=f"no answer for this record: {exc}", raw=raw)
+    except (ValueError, OSError) as exc:
+        log.warning("pq upload failed", extra={"error": repr(exc)})
+        return _pq_page(request, who, 422, error=f"could not analyse the file: {exc}", raw=raw)
+    return _pq_page(request, who, result=result, raw=raw)
+
+
+# ------------------------------------------------------------------------------ placeholders
+
+
+def _placeholder_page(request: Request, kind: str) -> Response:
+    who = _user_or_response(request)
+    if isinstance(who, Response):
+        return who
+    return _page(request, f"{kind}.html", who, nav=kind)
+
+
+@router.get("/grid")
+def grid_page(request: Request) -> Response:
+    """Room for the feeder views; points to the grid commands of today."""
+    return _placeholder_page(request, "grid")
+
+
+@router.get("/anomaly")
+def anomaly_page(request: Request) -> Response:
+    """Room for anomaly detection; points to what exists today."""
+    return _placeholder_page(request, "anomaly")
