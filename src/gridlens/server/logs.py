@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for k, v in vars(record).items():
-            if k not in _STD and not k.startswith("_"):
+            if k not in _STD and not k.startswith("_") and k != "color_message":
                 doc[k] = v
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
