@@ -201,7 +201,7 @@ async def upload_image(
         chunks.append(chunk)
     body = b"".join(chunks)
     store = _store(request)
-    dev = store.device(device_id)
+    dev = store.device_cached(device_id)
     t0 = time.perf_counter()
     doc, dup = await run_in_threadpool(
         ingest,

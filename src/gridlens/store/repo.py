@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -199,6 +199,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._device_cache: dict[int, tuple[float, Device]] = {}
+        self._token_cache: dict[str, tuple[float, Principal]] = {}
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -334,7 +336,24 @@ class Store:
             )
 
     def resolve(self, token: str, now: float | None = None) -> Principal | None:
-        """The principal behind a bearer token or session, or None (unknown/expired/revoked)."""
+        """The principal behind a bearer token or session, or None (unknown/expired/revoked).
+
+        Device tokens (never expiring, checked on every upload) are remembered for 10 s
+        per process; user tokens and sessions are looked up every time.
+        """
+        if token.startswith(security.TOKEN_PREFIX["device"]):
+            hit = self._token_cache.get(token)
+            if hit is not None and time.monotonic() - hit[0] < 10.0:
+                return hit[1]
+            p = self._resolve(token, now)
+            if p is not None:
+                if len(self._token_cache) > 100_000:
+                    self._token_cache.clear()
+                self._token_cache[token] = (time.monotonic(), p)
+            return p
+        return self._resolve(token, now)
+
+    def _resolve(self, token: str, now: float | None = None) -> Principal | None:
         now = time.time() if now is None else now
         with self.session() as s:
             row = s.execute(
@@ -402,6 +421,17 @@ class Store:
         except IntegrityError:
             raise ConflictError(f"a device named {name!r} already exists") from None
         return dev, token
+
+    def device_cached(self, device_id: int, ttl_s: float = 10.0) -> Device:
+        """:meth:`device` through a per-process cache (the upload path; ROI changes reach
+        every process within ``ttl_s``)."""
+        now = time.monotonic()
+        hit = self._device_cache.get(device_id)
+        if hit is not None and now - hit[0] < ttl_s:
+            return hit[1]
+        dev = self.device(device_id)
+        self._device_cache[device_id] = (now, dev)
+        return dev
 
     def device(self, device_id: int) -> Device:
         with self.session() as s:
@@ -544,7 +574,14 @@ class Store:
                 r = Reading(received_at=now, **new.__dict__)
                 s.add(r)
                 s.flush()
-                s.execute(update(Device).where(Device.id == new.device_id).values(last_seen_at=now))
+                s.execute(  # at most one write per device per 30 s
+                    update(Device)
+                    .where(
+                        Device.id == new.device_id,
+                        or_(Device.last_seen_at.is_(None), Device.last_seen_at < now - 30.0),
+                    )
+                    .values(last_seen_at=now)
+                )
                 cmds = self._take_pending(s, new.device_id, now, "http") if deliver else []
             return r, cmds, False
         except IntegrityError:
@@ -698,8 +735,8 @@ class Store:
         s.execute(q.values(status="expired"))
 
     def _take_pending(self, s: Session, device_id: int, now: float, via: str) -> list[Command]:
-        self._expire(s, now, device_id)
-        cmds = list(
+        # one SELECT on the hot path (every upload); expiry is decided on the rows found
+        found = list(
             s.scalars(
                 select(Command)
                 .where(Command.device_id == device_id, Command.status == "pending")
@@ -707,10 +744,15 @@ class Store:
                 .with_for_update(skip_locked=True)
             )
         )
-        for c in cmds:
+        cmds = []
+        for c in found:
+            if c.expires_at <= now:
+                c.status = "expired"
+                continue
             c.status = "delivered"
             c.delivered_at = now
             c.delivered_via = via
+            cmds.append(c)
         if cmds:
             self._audit(
                 s,
