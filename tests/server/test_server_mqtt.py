@@ -118,7 +118,7 @@ def test_readings_are_published_with_home_assistant_discovery(
     # a rejected reading says why and publishes no value
     h = {**env["tok"], "X-Capture-Id": "k9", "X-Captured-At": str(iso(t0 + 1800))}
     c.post(f"/api/v1/devices/{dev}/images", content=layout.photo(50.0, 9), headers=h)
-    assert "below the last accepted" in lis.wait(f"{p}/{slug}/error", 2)[-1]
+    assert "below the last accepted" in lis.wait(f"{p}/{slug}/error", 3)[-1]
     assert lis.wait(f"{p}/{slug}/value")[-1] == "100.5"
     # clear the retained test topics
     for leaf in ("value", "raw", "error", "rate", "json", "timestamp", "connection"):
