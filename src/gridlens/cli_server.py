@@ -154,6 +154,7 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.meter.image import decode_image
     from gridlens.meter.roi import load_roi
     from gridlens.store import Store
+    from gridlens.store.repo import roi_without_image
 
     roi = load_roi(args.roi)  # validates; resolves the reference path
     ref_bytes = None
@@ -164,9 +165,7 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
         ref_bytes = path.read_bytes()
         img = decode_image(ref_bytes)
         roi.check_inside(img.shape[1], img.shape[0])
-    doc = roi.to_dict()
-    if isinstance(doc.get("reference"), dict):
-        doc["reference"].pop("image", None)
+    doc = roi_without_image(roi.to_dict())
     store = Store.open(args.db)
     try:
         dev, token = store.add_device(
@@ -310,8 +309,7 @@ def _device_id(store: Any, ref: str) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from gridlens.store import Store
-    from gridlens.store.repo import greenbutton_export
-    from gridlens.store.timeutil import iso
+    from gridlens.store.repo import greenbutton_export, readings_csv
 
     store = Store.open(args.db)
     try:
@@ -319,14 +317,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.format == "greenbutton":
             data = greenbutton_export(store, dev_id, args.interval)
         else:
-            lines = ["captured_at,value,status,raw,reason"]
-            for r in store.readings(dev_id, limit=100_000_000):
-                reason = (r.reason or "").replace('"', '""')
-                lines.append(
-                    f"{iso(r.captured_at)},{'' if r.value is None else repr(r.value)},"
-                    f'{r.status},{r.raw or ""},"{reason}"'
-                )
-            data = ("\n".join(lines) + "\n").encode()
+            data = readings_csv(store, dev_id).encode()
     finally:
         store.close()
     if args.out:

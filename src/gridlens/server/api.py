@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
-import io
 import math
 import time
 from typing import Annotated, Any, Literal
@@ -14,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gridlens.errors import DataFormatError, ParameterError
+from gridlens.errors import DataFormatError
 from gridlens.meter import MeterROI
 from gridlens.server import auth
 from gridlens.server.ingest import PayloadTooLarge, ingest
@@ -22,8 +20,11 @@ from gridlens.store.repo import (
     Principal,
     Store,
     command_dict,
+    device_command,
     device_dict,
     reading_dict,
+    readings_csv,
+    roi_without_image,
 )
 from gridlens.store.series import consumption
 from gridlens.store.timeutil import iso, parse_time
@@ -75,7 +76,7 @@ def _time(q: str | None, what: str) -> float | None:
 @router.post("/devices", status_code=201, response_model=DeviceCreated, tags=["devices"])
 def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
     """Register a camera (admin). The upload token is returned once and stored hashed."""
-    MeterROI.from_dict(_roi_without_image(body.roi))
+    MeterROI.from_dict(roi_without_image(body.roi))
     ref = None
     if body.reference_jpeg_b64:
         try:
@@ -85,10 +86,10 @@ def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
         from gridlens.meter.image import decode_image
 
         img = decode_image(ref)
-        MeterROI.from_dict(_roi_without_image(body.roi)).check_inside(img.shape[1], img.shape[0])
+        MeterROI.from_dict(roi_without_image(body.roi)).check_inside(img.shape[1], img.shape[0])
     dev, token = _store(request).add_device(
         body.name,
-        _roi_without_image(body.roi),
+        roi_without_image(body.roi),
         reference_jpeg=ref,
         unit=body.unit,
         max_rate=body.max_rate,
@@ -96,14 +97,6 @@ def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
         actor=who.name,
     )
     return {"device_id": dev.id, "token": token}
-
-
-def _roi_without_image(roi: dict[str, Any]) -> dict[str, Any]:
-    out = dict(roi)
-    ref = out.get("reference")
-    if isinstance(ref, dict) and "image" in ref:
-        out["reference"] = {k: v for k, v in ref.items() if k != "image"}
-    return out
 
 
 @router.get("/devices", tags=["devices"])
@@ -236,15 +229,11 @@ def get_commands(
         if p.device_id != device_id:
             raise HTTPException(403, "not allowed")
         cmds = store.take_pending(device_id)
-        return {"commands": [_device_view(command_dict(c)) for c in cmds]}
+        return {"commands": [device_command(c) for c in cmds]}
     if not p.can("viewer"):
         raise HTTPException(403, "not allowed")
     store.device(device_id)
     return {"commands": [command_dict(c) for c in store.commands(device_id, limit)]}
-
-
-def _device_view(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("id", "action", "state", "value", "expires_at")}
 
 
 @router.post("/devices/{device_id}/commands", status_code=201, tags=["commands"])
@@ -286,35 +275,15 @@ def export_csv(
     since: str | None = None,
     until: str | None = None,
 ) -> Response:
-    """Every reading as CSV: ``captured_at,value,status,raw,reason``."""
+    """Every reading as CSV: ``captured_at,value_<unit>,status,raw,reason``."""
     store = _store(request)
-    dev = store.device(device_id)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["captured_at", f"value_{dev.unit}", "status", "raw", "reason"])
-    for r in store.readings(
-        device_id, since=_time(since, "since"), until=_time(until, "until"), limit=10_000_000
-    ):
-        w.writerow(
-            [
-                iso(r.captured_at),
-                "" if r.value is None else repr(r.value),
-                r.status,
-                r.raw or "",
-                r.reason or "",
-            ]
-        )
+    text = readings_csv(store, device_id, _time(since, "since"), _time(until, "until"))
+    name = store.device(device_id).name
     return Response(
-        buf.getvalue(),
+        text,
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{dev.name}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )
-
-
-def check_bucket(interval_s: int) -> int:
-    if interval_s not in (900, 1800, 3600, 86400):
-        raise ParameterError(f"interval must be 900, 1800, 3600 or 86400 s, got {interval_s}")
-    return interval_s
 
 
 @router.get("/devices/{device_id}/export.xml", tags=["export"])
@@ -328,7 +297,7 @@ def export_greenbutton(
     from gridlens.store.repo import greenbutton_export
 
     store = _store(request)
-    data = greenbutton_export(store, device_id, check_bucket(interval))
+    data = greenbutton_export(store, device_id, interval)
     name = store.device(device_id).name
     return Response(
         data,

@@ -23,7 +23,14 @@ from gridlens.errors import DataFormatError, ParameterError
 from gridlens.meter import History, Limits, MeterROI
 from gridlens.meter.image import decode_image
 from gridlens.store.models import Device
-from gridlens.store.repo import NewReading, Store, check_capture_id, command_dict, reading_dict
+from gridlens.store.repo import (
+    NewReading,
+    Store,
+    check_capture_id,
+    device_command,
+    reading_dict,
+    roi_without_image,
+)
 from gridlens.store.timeutil import iso, parse_time
 
 log = logging.getLogger("gridlens.ingest")
@@ -70,7 +77,7 @@ class ReaderCache:
                 return e
         from gridlens.meter import MeterReader
 
-        roi = MeterROI.from_dict(_without_image(dev.roi))
+        roi = MeterROI.from_dict(roi_without_image(dev.roi))
         ref = decode_image(dev.reference_jpeg) if dev.reference_jpeg else None
         e = _Entry(
             dev.updated_at, MeterReader(roi, reference=ref, model=self.model), threading.Lock()
@@ -80,16 +87,6 @@ class ReaderCache:
             while len(self._d) > self.size:
                 self._d.popitem(last=False)
         return e
-
-
-def _without_image(roi: dict[str, Any]) -> dict[str, Any]:
-    """The stored ROI keeps markers; the reference photo itself is in the devices table."""
-    out = dict(roi)
-    ref = out.get("reference")
-    if isinstance(ref, dict):
-        ref = {k: v for k, v in ref.items() if k != "image"}
-        out["reference"] = ref
-    return out
 
 
 def check_jpeg(body: bytes, limit: int) -> None:
@@ -197,15 +194,10 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 def _response(row: Any, cmds: list[Any], device: Device, duplicate: bool) -> dict[str, Any]:
     return {
         "reading": reading_dict(row, device.unit),
-        "commands": [_device_command(c) for c in cmds],
+        "commands": [device_command(c) for c in cmds],
         "duplicate": duplicate,
         "server_time": iso(time.time()),
     }
-
-
-def _device_command(c: Any) -> dict[str, Any]:
-    d = command_dict(c)
-    return {k: d[k] for k in ("id", "action", "state", "value", "expires_at")}
 
 
 def prune_images(root: Path, retention_days: float, now: float | None = None) -> int:

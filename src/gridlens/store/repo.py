@@ -133,6 +133,43 @@ def reading_dict(r: Reading, unit: str | None = None) -> dict[str, Any]:
     return out
 
 
+def roi_without_image(roi: dict[str, Any]) -> dict[str, Any]:
+    """An ROI as stored: markers kept, the reference photo itself lives in the devices table."""
+    out = dict(roi)
+    ref = out.get("reference")
+    if isinstance(ref, dict) and "image" in ref:
+        out["reference"] = {k: v for k, v in ref.items() if k != "image"}
+    return out
+
+
+def device_command(c: Command) -> dict[str, Any]:
+    """What a device is told about a command (upload response, poll)."""
+    return {
+        "id": c.id,
+        "action": c.action,
+        "state": c.state,
+        "value": c.value,
+        "expires_at": iso(c.expires_at),
+    }
+
+
+def readings_csv(
+    store: Store, device_id: int, since: float | None = None, until: float | None = None
+) -> str:
+    """Every reading as CSV: ``captured_at,value_<unit>,status,raw,reason``."""
+    import csv
+    import io
+
+    dev = store.device(device_id)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["captured_at", f"value_{dev.unit}", "status", "raw", "reason"])
+    for r in store.readings(device_id, since=since, until=until, limit=100_000_000):
+        value = "" if r.value is None else repr(r.value)
+        w.writerow([iso(r.captured_at), value, r.status, r.raw or "", r.reason or ""])
+    return buf.getvalue()
+
+
 def command_dict(c: Command) -> dict[str, Any]:
     return {
         "id": c.id,
