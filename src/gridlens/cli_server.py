@@ -151,10 +151,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.meter.image import decode_image
     from gridlens.meter.roi import load_roi
+    from gridlens.server.ingest import device_roi
     from gridlens.store import Store
-    from gridlens.store.repo import roi_without_image
 
     roi = load_roi(args.roi)  # validates; resolves the reference path
     ref_bytes = None
@@ -163,9 +162,7 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
         if not path.is_file():
             raise NotFoundError(f"reference photo {path} (named in {args.roi}) does not exist")
         ref_bytes = path.read_bytes()
-        img = decode_image(ref_bytes)
-        roi.check_inside(img.shape[1], img.shape[0])
-    doc = roi_without_image(roi.to_dict())
+    doc = device_roi(roi.to_dict(), ref_bytes)
     store = Store.open(args.db)
     try:
         dev, token = store.add_device(

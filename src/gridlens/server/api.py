@@ -13,9 +13,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from gridlens.errors import DataFormatError
-from gridlens.meter import MeterROI
 from gridlens.server import auth
-from gridlens.server.ingest import PayloadTooLarge, ingest
+from gridlens.server.ingest import PayloadTooLarge, device_roi, ingest
 from gridlens.store.repo import (
     Principal,
     Store,
@@ -24,7 +23,6 @@ from gridlens.store.repo import (
     device_dict,
     reading_dict,
     readings_csv,
-    roi_without_image,
 )
 from gridlens.store.series import consumption
 from gridlens.store.timeutil import iso, parse_time
@@ -76,20 +74,15 @@ def _time(q: str | None, what: str) -> float | None:
 @router.post("/devices", status_code=201, response_model=DeviceCreated, tags=["devices"])
 def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
     """Register a camera (admin). The upload token is returned once and stored hashed."""
-    MeterROI.from_dict(roi_without_image(body.roi))
     ref = None
     if body.reference_jpeg_b64:
         try:
             ref = base64.b64decode(body.reference_jpeg_b64, validate=True)
         except (binascii.Error, ValueError):
             raise DataFormatError("reference_jpeg_b64 is not valid base64") from None
-        from gridlens.meter.image import decode_image
-
-        img = decode_image(ref)
-        MeterROI.from_dict(roi_without_image(body.roi)).check_inside(img.shape[1], img.shape[0])
     dev, token = _store(request).add_device(
         body.name,
-        roi_without_image(body.roi),
+        device_roi(body.roi, ref),
         reference_jpeg=ref,
         unit=body.unit,
         max_rate=body.max_rate,

@@ -51,7 +51,14 @@ from gridlens.errors import GridlensError, InputError, NotFoundError, ParameterE
 from gridlens.meter.image import decode_image, encode_jpeg
 from gridlens.server.auth import SESSION_COOKIE
 from gridlens.store.models import Device, Reading
-from gridlens.store.repo import COMMANDS, Principal, Store, command_dict, device_dict
+from gridlens.store.repo import (
+    COMMANDS,
+    Principal,
+    Store,
+    command_dict,
+    device_dict,
+    is_online,
+)
 
 __all__ = ["PQ_MAX_BYTES", "STATIC", "TEMPLATES", "router"]
 
@@ -349,7 +356,7 @@ def _meter_context(store: Store, dev: Device, who: Principal) -> dict[str, Any]:
         "decimals": int(dev.roi.get("decimals") or 0),
         "last": newest[0] if newest else None,
         "last_ok": last_ok[0] if last_ok else None,
-        "online": dev.last_seen_at is not None and now - dev.last_seen_at < 3 * dev.interval_s,
+        "online": is_online(dev, now),
         "rejected": rejected,
         "commands": [command_dict(c) for c in store.commands(dev.id, 50)],
         "can_command": who.can("operator"),

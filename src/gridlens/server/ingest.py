@@ -89,6 +89,17 @@ class ReaderCache:
         return e
 
 
+def device_roi(roi: dict[str, Any], reference_jpeg: bytes | None) -> dict[str, Any]:
+    """Validate a device's ROI (and that its boxes lie inside the reference photo); returns
+    the ROI as stored, without the reference's file name (the photo goes in the database)."""
+    stored = roi_without_image(roi)
+    parsed = MeterROI.from_dict(stored)
+    if reference_jpeg is not None:
+        img = decode_image(reference_jpeg)
+        parsed.check_inside(img.shape[1], img.shape[0])
+    return stored
+
+
 def check_jpeg(body: bytes, limit: int) -> None:
     if len(body) > limit:
         raise PayloadTooLarge(

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -187,6 +187,11 @@ def command_dict(c: Command) -> dict[str, Any]:
         "ack_ok": c.ack_ok,
         "ack_detail": c.ack_detail,
     }
+
+
+def is_online(d: Device, now: float) -> bool:
+    """Seen within three photo intervals."""
+    return d.last_seen_at is not None and now - d.last_seen_at < 3 * d.interval_s
 
 
 def device_dict(d: Device) -> dict[str, Any]:
@@ -542,7 +547,7 @@ class Store:
             r = last.get(d.id)
             ok = last_ok.get(d.id)
             lo_hi = today.get(d.id)
-            online = d.last_seen_at is not None and now - d.last_seen_at < 3 * d.interval_s
+            online = is_online(d, now)
             out.append(
                 {
                     **device_dict(d),
@@ -904,7 +909,7 @@ def greenbutton_import(store: Store, device_id: int, data: bytes, *, actor: str)
     _t, v = store.counter(device_id, until=first + 1e-6)
     start_kwh = float(v[-1]) if v.size else 0.0
     to_wh = {"Wh": 1.0, "J": 1.0 / 3600.0, "therm": 29307.1}[s.unit]
-    scaled = [replace_value(iv, iv.value * to_wh) for iv in s.intervals]
+    scaled = [replace(iv, value=iv.value * to_wh) for iv in s.intervals]
     points = [(p[0].timestamp(), p[1]) for p in intervals_to_counter(scaled, start_kwh)]
     added = store.import_counter(device_id, points, source="greenbutton", actor=actor)
     return {
@@ -915,9 +920,3 @@ def greenbutton_import(store: Store, device_id: int, data: bytes, *, actor: str)
         "to": iso(last),
         "kwh": round(sum(iv.value for iv in scaled) / 1000.0, 6),
     }
-
-
-def replace_value(iv: Any, value: float) -> Any:
-    from dataclasses import replace
-
-    return replace(iv, value=value)
