@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from gridlens import __version__
+from gridlens.cli_anomaly import add_anomaly_commands
 from gridlens.cli_demo import add_demo_command
 from gridlens.cli_grid import add_grid_commands
 from gridlens.cli_meter import add_meter_commands
@@ -377,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_interop_commands(sub, _emit_json)
     add_simulate_command(sub, _emit_json)
     add_demo_command(sub, _emit_json)
+    add_anomaly_commands(sub, _emit_json)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Consumption anomaly detection (seed S3)."""

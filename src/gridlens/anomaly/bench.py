@@ -1,0 +1,351 @@
+"""``gridlens detect --benchmark``: every model on every labelled series of GRIDLENS_DATA.
+
+Protocol (the same for every model, in one run):
+
+- the seed's split: the detector trains on the first 60 % without labels (UCR: on its
+  own training prefix, given in the file name), the threshold is the 0.99 quantile of the
+  validation part's scores (the next 20 %, no labels used), and every metric is computed
+  on the 40 % after training (validation + test: the threshold rule never saw a label);
+- AUC-PR, VUS-PR and AUC-ROC need at least one labelled point there: series without one
+  are listed as such and left out of the means;
+- the holiday study on the 1997 power demand: each model fits on the whole year
+  (unsupervised), flags the top 3 % of points, and each flagged run is matched to days.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gridlens.anomaly.data import Series, from_arrays, read_csv
+from gridlens.anomaly.detectors import MODELS, make_detector
+from gridlens.anomaly.evaluate import evaluate, events, threshold_from_validation
+from gridlens.errors import GridlensError, NotFoundError
+
+__all__ = ["Case", "holiday_study", "load_cases", "run_benchmark"]
+
+F64 = npt.NDArray[np.float64]
+
+NEURAL = ("cnn-gru-ae", "lstm-ae", "usad")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled series of the benchmark."""
+
+    dataset: str
+    series: Series
+    train_fraction: float = 0.6
+
+
+def data_dir() -> Path:
+    """``$GRIDLENS_DATA/anomaly`` (default ``../shared/data`` beside the repository)."""
+    root = os.environ.get("GRIDLENS_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    p = base / "anomaly"
+    if not p.is_dir():
+        raise NotFoundError(f"no anomaly data at {p}: set GRIDLENS_DATA to the shared data folder")
+    return p
+
+
+def _nab_labels(s: Series, windows: list[list[str]]) -> Series:
+    lab = np.zeros(s.values.size, dtype=np.int8)
+    for a, b in windows:
+        t0, t1 = np.datetime64(a[:19].replace(" ", "T")), np.datetime64(b[:19].replace(" ", "T"))
+        lab[(s.times >= t0) & (s.times <= t1)] = 1
+    return replace(s, labels=lab)
+
+
+def load_cases(root: Path, *, quick: bool = False) -> list[Case]:
+    """The labelled series: power demand, KPI, NAB (with anomalies), UCR."""
+    cases: list[Case] = []
+    pd_file = root / "power-demand-1997" / "power_demand_1997.csv"
+    if pd_file.is_file():
+        cases.append(Case("power-demand", read_csv(pd_file, name="power_demand_1997")))
+    for f in sorted((root / "kpi").glob("*.csv")):
+        cases.append(Case("kpi", read_csv(f, name=f.stem)))
+    nab = root / "nab"
+    lab_file = nab / "labels_windows.json"
+    if lab_file.is_file():
+        wins: dict[str, list[list[str]]] = json.loads(lab_file.read_text())
+        keys = [k for k, w in sorted(wins.items()) if w]
+        if quick:
+            keys = keys[::4]
+        for k in keys:
+            s = read_csv(nab / k, name=k.split("/")[-1][:-4], duplicates="mean")
+            cases.append(Case("nab", _nab_labels(s, wins[k])))
+    for f in sorted((root / "ucr").glob("*_UCR_Anomaly_*.txt")):
+        m = re.search(r"_(\d+)_(\d+)_(\d+)\.txt$", f.name)
+        if not m:
+            continue
+        train_end, a, b = (int(g) for g in m.groups())
+        v = np.loadtxt(f, dtype=np.float64).ravel()
+        lab = np.zeros(v.size, dtype=np.int8)
+        lab[a - 1 : b] = 1  # the archive numbers points from 1
+        s = from_arrays(np.arange(v.size, dtype=np.float64), v, lab, name=f.stem, step_s=1)
+        cases.append(Case("ucr", s, train_fraction=min(0.9, max(0.1, train_end / v.size))))
+        if quick:
+            break
+    return cases
+
+
+def _params(model: str, quick: bool, seed: int) -> dict[str, Any]:
+    if model == "profile":
+        return {}
+    p: dict[str, Any] = {"random_state": seed}
+    if model in NEURAL:
+        p["epochs"] = 6 if quick else 15
+    return p
+
+
+def _one(case: Case, model: str, quick: bool, seed: int) -> dict[str, Any]:
+    s = case.series
+    n = s.values.size
+    tr = round(n * case.train_fraction)
+    va = min(n - 1, tr + round(0.2 * n))
+    det = make_detector(model, **_params(model, quick, seed))
+    t0 = time.perf_counter()
+    det.fit(s.values[:tr])
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = det.score_samples(s.values)
+    score_s = time.perf_counter() - t0
+    thr = threshold_from_validation(scores[tr:va], rule="val-quantile", q=0.99)
+    assert s.labels is not None
+    rep = evaluate(
+        scores[tr:],
+        s.labels[tr:],
+        threshold=thr,
+        threshold_rule="val-quantile q=0.99",
+        step_s=s.step_s,
+    )
+    d = rep.to_dict()
+    return {
+        "dataset": case.dataset,
+        "series": s.name,
+        "model": model,
+        "points": n,
+        "fit_s": round(fit_s, 2),
+        "points_per_s": round(n / max(score_s, 1e-9)),
+        **{k: d[k] for k in ("f1", "f1_point_adjusted", "auc_roc", "auc_pr", "vus_pr")},
+        "events_found": d["events_found"],
+        "n_events": d["n_events"],
+        "false_alarms": d["false_alarms"],
+    }
+
+
+def holiday_study(
+    s: Series, model: str, *, quick: bool = False, seed: int = 0, top: float = 0.03
+) -> dict[str, Any]:
+    """Fit on the whole year (no labels), flag the top ``top`` of the points, and count
+    labelled days found and false-alarm runs (runs touching no labelled day)."""
+    assert s.labels is not None
+    det = make_detector(model, **_params(model, quick, seed))
+    det.fit(s.values)
+    scores = det.score_samples(s.values)
+    thr = float(np.quantile(scores, 1.0 - top))
+    flags = (scores >= thr).astype(np.int8)
+    per_day = round(86400 / s.step_s)
+    day = np.arange(s.values.size) // per_day
+    # runs closer than a quarter day are one alarm
+    runs: list[tuple[int, int]] = []
+    for a, b in events(flags):
+        if runs and a - runs[-1][1] < per_day // 4:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((a, b))
+    lab_days = set(np.unique(day[s.labels == 1]).tolist())
+    found: set[int] = set()
+    false_alarms = 0
+    for a, b in runs:
+        days = set(range(int(day[a]), int(day[b - 1]) + 1))
+        hit = days & lab_days
+        found |= hit
+        if not hit:
+            false_alarms += 1
+    months = s.values.size * s.step_s / (86400 * 365.25 / 12)
+    return {
+        "model": model,
+        "holidays": len(lab_days),
+        "found": len(found),
+        "false_alarms": false_alarms,
+        "false_alarms_per_month": round(false_alarms / months, 2),
+        "missed": sorted(str(s.times[d * per_day])[:10] for d in lab_days - found),
+    }
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
+def run_benchmark(
+    *,
+    out: str | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    models: tuple[str, ...] = MODELS,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Run every model on every case; print the tables; optionally write them to ``out``
+    between ``<!-- anomaly-benchmark -->`` markers."""
+    root = data_dir()
+    cases = load_cases(root, quick=quick)
+    rows: list[dict[str, Any]] = []
+    total = len(cases) * len(models)
+    k = 0
+    t_start = time.perf_counter()
+    for case in cases:
+        for model in models:
+            k += 1
+            try:
+                r = _one(case, model, quick, seed)
+            except GridlensError as exc:
+                r = {
+                    "dataset": case.dataset,
+                    "series": case.series.name,
+                    "model": model,
+                    "error": str(exc),
+                }
+            rows.append(r)
+            el = time.perf_counter() - t_start
+            log(
+                f"[{k}/{total}] {case.dataset}/{case.series.name} {model}: "
+                + (r["error"] if "error" in r else f"AUC-PR {_fmt(r['auc_pr'])}")
+                + f"  ({el:.0f} s)"
+            )
+    holidays = []
+    pd_case = next((c for c in cases if c.dataset == "power-demand"), None)
+    if pd_case is not None:
+        for model in models:
+            log(f"holiday study: {model}")
+            holidays.append(holiday_study(pd_case.series, model, quick=quick, seed=seed))
+    md = _markdown(rows, holidays, models, quick)
+    print(md)
+    if out:
+        _write_section(Path(out), md)
+    return {"rows": rows, "holidays": holidays, "markdown": md}
+
+
+def _markdown(
+    rows: list[dict[str, Any]],
+    holidays: list[dict[str, Any]],
+    models: tuple[str, ...],
+    quick: bool,
+) -> str:
+    lines = ["<!-- anomaly-benchmark -->", ""]
+    lines.append(
+        f"Mode: {'quick (every 4th NAB series, 6 epochs)' if quick else 'full (15 epochs)'}; "
+        "train on the first 60 % (UCR: its own prefix), threshold = 0.99 quantile of the "
+        "validation scores, metrics on the 40 % after training. F1 is point-wise at that "
+        "threshold; PA-F1 is point-adjusted (inflated by design, shown only for comparison)."
+    )
+    lines.append("")
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    lines.append("Mean per dataset (series with labelled points after training; n = series):")
+    lines.append("")
+    head = "| dataset | metric | " + " | ".join(models) + " |"
+    lines += [head, "|" + "---|" * (2 + len(models))]
+    for ds in datasets:
+        for metric in ("auc_pr", "vus_pr", "auc_roc", "f1", "f1_point_adjusted"):
+            cells = []
+            for m in models:
+                sel = [
+                    r
+                    for r in rows
+                    if r["dataset"] == ds
+                    and r["model"] == m
+                    and "error" not in r
+                    and r.get("auc_pr") is not None
+                ]
+                cells.append(_fmt(_mean(sel, metric)))
+            n = len(
+                {r["series"] for r in rows if r["dataset"] == ds and r.get("auc_pr") is not None}
+            )
+            lines.append(f"| {ds} (n={n}) | {metric} | " + " | ".join(cells) + " |")
+    lines.append("")
+    nab_kpi = [r for r in rows if r["dataset"] in ("nab", "kpi") and r.get("auc_pr") is not None]
+    if nab_kpi:
+        means = {m: _mean([r for r in nab_kpi if r["model"] == m], "auc_pr") for m in models}
+        best = max((m for m in models if m != "iforest"), key=lambda m: means[m])
+        lines.append(
+            f"Mean AUC-PR over NAB + KPI series: best gridlens detector **{best}** "
+            f"{means[best]:.3f} vs Isolation Forest on raw windows {means['iforest']:.3f} "
+            f"(difference {means[best] - means['iforest']:+.3f})."
+        )
+        lines.append("")
+    if holidays:
+        lines.append(
+            "Holiday study (1997 power demand, fit on the whole year without labels, "
+            "top 3 % of points flagged, runs < 6 h apart merged):"
+        )
+        lines.append("")
+        lines += [
+            "| model | holidays found | false alarms | per month | missed |",
+            "|---|---|---|---|---|",
+        ]
+        for h in holidays:
+            lines.append(
+                f"| {h['model']} | {h['found']}/{h['holidays']} | {h['false_alarms']} "
+                f"| {h['false_alarms_per_month']} | {', '.join(h['missed']) or '-'} |"
+            )
+        lines.append("")
+    speed = {
+        m: _mean([r for r in rows if r["model"] == m and "error" not in r], "points_per_s")
+        for m in models
+    }
+    fit = {
+        m: _mean([r for r in rows if r["model"] == m and "error" not in r], "fit_s") for m in models
+    }
+    lines.append("| model | mean fit [s] | mean scoring [points/s] |")
+    lines.append("|---|---|---|")
+    for m in models:
+        lines.append(f"| {m} | {fit[m]:.1f} | {speed[m]:,.0f} |")
+    lines.append("")
+    lines.append("Per series (AUC-PR / VUS-PR):")
+    lines.append("")
+    lines += ["| dataset | series | " + " | ".join(models) + " |", "|" + "---|" * (2 + len(models))]
+    for ds in datasets:
+        names = list(dict.fromkeys(r["series"] for r in rows if r["dataset"] == ds))
+        for nm in names:
+            cells = []
+            for m in models:
+                r = next((r for r in rows if r["series"] == nm and r["model"] == m), None)
+                if r is None or "error" in r:
+                    cells.append("error")
+                else:
+                    cells.append(f"{_fmt(r['auc_pr'])} / {_fmt(r['vus_pr'])}")
+            lines.append(f"| {ds} | {nm} | " + " | ".join(cells) + " |")
+    lines += ["", "<!-- /anomaly-benchmark -->"]
+    return "\n".join(lines)
+
+
+def _write_section(path: Path, md: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    a, b = "<!-- anomaly-benchmark -->", "<!-- /anomaly-benchmark -->"
+    if a in text and b in text:
+        text = text[: text.index(a)] + md + text[text.index(b) + len(b) :]
+    else:
+        text = (
+            text.rstrip()
+            + "\n\n## Anomaly detection (`gridlens detect --benchmark`)\n\n"
+            + md
+            + "\n"
+        )
+    tmp = path.with_suffix(".md.part")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,531 @@
+"""Anomaly detectors for consumption series, all with the scikit-learn contract.
+
+Every detector takes a regular 1-D series (a :class:`~gridlens.anomaly.data.Series` or an
+array of values, oldest first) and follows the scikit-learn estimator contract:
+``__init__`` only stores parameters, ``fit(x) -> self``, learned attributes end in ``_``,
+``score_samples(x)`` returns one score per point with **higher = more anomalous** (as in
+PyOD), ``predict(x)`` returns 0/1 per point (score >= ``threshold_``).
+
+Models (:data:`MODELS`):
+
+``cnn-gru-ae``
+    The seed's pipeline [1]_: min-max normalisation, windows sized by the dominant periods
+    of the differenced series (FFT), a GELU CNN-GRU autoencoder per scale, the per-window
+    reconstruction error measured with DTW (dtaidistance), an Isolation Forest over the
+    window errors, window scores mapped back to timestamps.
+``lstm-ae``, ``usad``
+    The seed's comparison: an LSTM autoencoder (mean squared reconstruction error per
+    window) and USAD [2]_ (its own two-decoder score).
+``iforest``
+    Baseline: Isolation Forest on the raw normalised windows.
+``profile``
+    Baseline: a seasonal profile (median and MAD per phase of the longest dominant
+    period, e.g. per weekday and quarter-hour) and the robust z-score against it.
+``ecod``, ``knn``
+    Baselines from PyOD [3]_ on the raw windows (the ``test`` extra installs PyOD).
+
+The neural models train with PyTorch (the ``train`` extra) and then score through ONNX
+Runtime, so a fitted detector is pickled and used without PyTorch.
+
+References
+----------
+.. [1] Seed S3 (Hanbat Univ., 2025): GELU CNN-GRU autoencoder, DTW reconstruction error,
+   Isolation Forest over window errors, FFT-sized multi-scale windows.
+.. [2] J. Audibert et al., "USAD: UnSupervised Anomaly Detection on Multivariate Time
+   Series", KDD 2020.
+.. [3] Y. Zhao et al., "PyOD: A Python Toolbox for Scalable Outlier Detection", JMLR 2019;
+   Z. Li et al., "ECOD: Unsupervised Outlier Detection Using Empirical Cumulative
+   Distribution Functions", IEEE TKDE 2022.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.ensemble import IsolationForest
+
+from gridlens.anomaly.data import Series
+from gridlens.anomaly.periods import Period, dominant_periods
+from gridlens.anomaly.windows import Scale, plan_scales, sliding, starts_for, to_points
+from gridlens.errors import (
+    DataFormatError,
+    InsufficientDataError,
+    NotFoundError,
+    ParameterError,
+    check_param,
+)
+
+__all__ = [
+    "MODELS",
+    "CnnGruAE",
+    "Detector",
+    "IForestWindows",
+    "LstmAE",
+    "ProfileDetector",
+    "PyODWindows",
+    "Usad",
+    "make_detector",
+]
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+I8 = npt.NDArray[np.int8]
+
+MODELS = ("cnn-gru-ae", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
+"""Names accepted by :func:`make_detector` and ``gridlens detect --model``."""
+
+
+def _values(x: Series | npt.ArrayLike, owner: str) -> F64:
+    v = x.values if isinstance(x, Series) else x
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 1:
+        raise ParameterError(f"{owner} needs a 1-D series; got an array of shape {a.shape}")
+    if a.size == 0:
+        raise InsufficientDataError(f"{owner} got an empty series")
+    if not np.all(np.isfinite(a)):
+        raise DataFormatError(
+            f"{owner} got {int((~np.isfinite(a)).sum())} NaN/inf values; load the series "
+            "with gridlens.anomaly.data, which imputes them"
+        )
+    return a
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Detector(ABC):
+    """Common base: normalisation, threshold, predict. Subclasses score points."""
+
+    name: str = ""
+
+    def __init__(self, *, contamination: float = 0.01, verbose: bool = False) -> None:
+        self.contamination = contamination
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------- contract
+    def fit(self, x: Series | npt.ArrayLike, y: object = None) -> Self:
+        """Learn normal behaviour from ``x`` (labels are never used).
+
+        Sets ``threshold_`` to the ``1 - contamination`` quantile of the training scores;
+        callers with a validation part replace it (:func:`gridlens.anomaly.run`).
+        """
+        check_param(
+            isinstance(self.contamination, float | int) and 0 < self.contamination < 0.5,
+            "contamination",
+            type(self).__name__,
+            "a float in (0, 0.5)",
+            self.contamination,
+        )
+        a = _values(x, f"{type(self).__name__}.fit")
+        lo, hi = float(a.min()), float(a.max())
+        if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+            raise InsufficientDataError(
+                f"the series is constant ({lo:g}): there is no behaviour to learn"
+            )
+        self.lo_, self.hi_ = lo, hi
+        self.n_train_ = a.size
+        t0 = time.perf_counter()
+        self._fit(self._norm(a))
+        self.fit_seconds_ = time.perf_counter() - t0
+        train = self.score_samples(a)
+        self.threshold_ = float(np.quantile(train, 1.0 - self.contamination))
+        return self
+
+    def score_samples(self, x: Series | npt.ArrayLike) -> F64:
+        """One anomaly score per point; higher = more anomalous."""
+        self._check_fitted()
+        a = _values(x, f"{type(self).__name__}.score_samples")
+        return self._score(self._norm(a))
+
+    def predict(self, x: Series | npt.ArrayLike) -> I8:
+        """1 where the score reaches ``threshold_``, else 0."""
+        return (self.score_samples(x) >= self.threshold_).astype(np.int8)
+
+    def decision_function(self, x: Series | npt.ArrayLike) -> F64:
+        """``score_samples(x) - threshold_`` (positive = anomalous)."""
+        return self.score_samples(x) - self.threshold_
+
+    # ---------------------------------------------------------------- helpers
+    def _norm(self, a: F64) -> F64:
+        return (a - self.lo_) / (self.hi_ - self.lo_)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "lo_"):
+            raise ParameterError(f"{type(self).__name__} is not fitted yet: call fit first")
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn style)."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_") and k[0] != "_"}
+
+    @abstractmethod
+    def _fit(self, xn: F64) -> None: ...
+
+    @abstractmethod
+    def _score(self, xn: F64) -> F64: ...
+
+
+# --------------------------------------------------------------------------- windows
+
+
+class _WindowDetector(Detector):
+    """Multi-scale window detectors: scales from the periods, per-scale window scores."""
+
+    def __init__(
+        self,
+        *,
+        window: int | None = None,
+        max_scales: int = 2,
+        contamination: float = 0.01,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(contamination=contamination, verbose=verbose)
+        self.window = window
+        self.max_scales = max_scales
+        self.random_state = random_state
+
+    def _fit(self, xn: F64) -> None:
+        n = xn.size
+        if self.window is not None:
+            check_param(
+                isinstance(self.window, int) and 8 <= self.window <= 4096,
+                "window",
+                type(self).__name__,
+                "an int in [8, 4096]",
+                self.window,
+            )
+            self.periods_: list[Period] = []
+            self.scales_ = [Scale(self.window, max(1, self.window // 4))]
+        else:
+            self.periods_ = dominant_periods(xn, max_periods=self.max_scales)
+            self.scales_ = plan_scales(self.periods_, n, max_scales=self.max_scales)
+        w0 = self.scales_[0].window
+        if n < w0 + 8 * self.scales_[0].stride:
+            raise InsufficientDataError(
+                f"the training part has {n} points, too few for 8 windows of {w0} "
+                f"(need {w0 + 8 * self.scales_[0].stride})"
+            )
+        self._state: list[Any] = []
+        self._norms: list[tuple[float, float]] = []
+        for k, sc in enumerate(self.scales_):
+            if self.verbose:
+                _log(f"{self.name}: scale {k + 1}/{len(self.scales_)}: window {sc.window}")
+            starts = starts_for(n, sc.window, sc.stride)
+            win = sliding(xn, sc.window, starts)
+            self._state.append(self._fit_scale(k, win))
+            # normalise each scale by its own training score distribution
+            ws, pw = self._score_scale(k, win)
+            pts = to_points(ws, starts, sc.window, n, pointwise=pw)
+            med = float(np.median(pts))
+            iqr = float(np.subtract(*np.quantile(pts, [0.75, 0.25])))
+            self._norms.append((med, iqr if iqr > 1e-12 else max(float(pts.std()), 1e-12)))
+
+    def _score(self, xn: F64) -> F64:
+        n = xn.size
+        out = np.full(n, -np.inf)
+        for k, sc in enumerate(self.scales_):
+            if n < sc.window:
+                if k == 0:
+                    raise InsufficientDataError(
+                        f"the series has {n} points, too few for one window of {sc.window}"
+                    )
+                continue
+            starts = starts_for(n, sc.window, sc.stride)
+            ws, pw = self._score_scale(k, sliding(xn, sc.window, starts))
+            pts = to_points(ws, starts, sc.window, n, pointwise=pw)
+            med, iqr = self._norms[k]
+            out = np.maximum(out, (pts - med) / iqr)
+        return out
+
+    @abstractmethod
+    def _fit_scale(self, k: int, win: F32) -> Any: ...
+
+    @abstractmethod
+    def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
+        """(window scores (m,), pointwise weights (m, w) or None)."""
+
+
+class IForestWindows(_WindowDetector):
+    """Baseline: Isolation Forest on the raw normalised windows [4]_.
+
+    .. [4] F. T. Liu, K. M. Ting, Z.-H. Zhou, "Isolation Forest", ICDM 2008.
+    """
+
+    name = "iforest"
+
+    def _fit_scale(self, k: int, win: F32) -> Any:
+        return IsolationForest(n_estimators=100, random_state=self.random_state).fit(win)
+
+    def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
+        return -self._state[k].score_samples(win).astype(np.float64), None
+
+
+class PyODWindows(_WindowDetector):
+    """Baseline: a PyOD detector (``"ecod"`` or ``"knn"``) on the raw normalised windows."""
+
+    def __init__(self, estimator: str = "ecod", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.estimator = estimator
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.estimator
+
+    def _fit_scale(self, k: int, win: F32) -> Any:
+        check_param(
+            self.estimator in ("ecod", "knn"),
+            "estimator",
+            "PyODWindows",
+            "'ecod' or 'knn'",
+            self.estimator,
+        )
+        try:
+            if self.estimator == "ecod":
+                from pyod.models.ecod import ECOD
+
+                return ECOD().fit(win)
+            from pyod.models.knn import KNN
+
+            return KNN(n_neighbors=5).fit(win)
+        except ImportError as exc:  # pragma: no cover - pyod is in the test extra
+            raise NotFoundError(
+                "the PyOD baselines need PyOD: pip install 'gridlens[test]'"
+            ) from exc
+
+    def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
+        return np.asarray(self._state[k].decision_function(win), dtype=np.float64), None
+
+
+@dataclass
+class _NetState:
+    net: Any  # TrainedNet while training, then OnnxAE
+    forest: IsolationForest | None
+    err_median: float
+
+
+class _ReconDetector(_WindowDetector):
+    """Autoencoder detectors: train a net per scale, score windows by reconstruction."""
+
+    kind = ""
+    error = "mse"  # "dtw" | "mse" | "usad"
+    use_forest = False
+
+    def __init__(
+        self,
+        *,
+        epochs: int = 20,
+        hidden: int = 32,
+        latent: int = 16,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        augment_eps: float = 0.0,
+        dtw_band: float = 0.1,
+        threads: int = 2,
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        self.epochs = epochs
+        self.hidden = hidden
+        self.latent = latent
+        self.batch_size = batch_size
+        self.lr = lr
+        self.augment_eps = augment_eps
+        self.dtw_band = dtw_band
+        self.threads = threads
+
+    def _fit_scale(self, k: int, win: F32) -> Any:
+        try:
+            from gridlens.anomaly import nets
+        except ImportError as exc:  # pragma: no cover - torch is in the train extra
+            raise NotFoundError(
+                f"training {self.kind} needs PyTorch: pip install 'gridlens[train]'"
+            ) from exc
+        from gridlens.anomaly.onnxrt import OnnxAE
+
+        cfg = nets.TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            hidden=self.hidden,
+            latent=self.latent,
+            seed=self.random_state,
+            threads=self.threads,
+            progress=self.verbose,
+        )
+        trained = nets.train(self.kind, win, cfg)
+        if self.augment_eps > 0:
+            from gridlens.anomaly.augment import mi_fgsm
+
+            hard = mi_fgsm(trained, win, eps=self.augment_eps, seed=self.random_state)
+            trained = nets.train(self.kind, win, cfg, extra_windows=hard)
+        onnx = OnnxAE(trained.to_onnx(), threads=1)
+        state = _NetState(net=onnx, forest=None, err_median=0.0)
+        self._state.append(state)  # _window_errors reads it
+        err, _ = self._window_errors(k, win)
+        self._state.pop()
+        state.err_median = float(np.median(err))
+        if self.use_forest:
+            state.forest = IsolationForest(n_estimators=100, random_state=self.random_state).fit(
+                err[:, None]
+            )
+        return state
+
+    def _window_errors(self, k: int, win: F32) -> tuple[F64, F64]:
+        st: _NetState = self._state[k]
+        if self.error == "usad":
+            score = np.asarray(st.net.usad_score(win), dtype=np.float64)
+            rec = st.net.reconstruct(win)
+            return score, np.abs(win - rec).astype(np.float64)
+        rec = st.net.reconstruct(win)
+        resid = np.abs(win - rec).astype(np.float64)
+        if self.error == "dtw":
+            from dtaidistance import dtw
+
+            band = max(2, round(self.dtw_band * win.shape[1]))
+            a = win.astype(np.float64)
+            b = rec.astype(np.float64)
+            err = np.array([dtw.distance_fast(a[i], b[i], window=band) for i in range(len(a))])
+            return err, resid
+        return (resid**2).mean(axis=1), resid
+
+    def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
+        st: _NetState = self._state[k]
+        err, resid = self._window_errors(k, win)
+        if st.forest is None:
+            return err, resid
+        # The forest isolates unusually low errors too; only errors above the training
+        # median can be anomalous, the rest get the forest's most normal score.
+        s = -st.forest.score_samples(err[:, None])
+        floor = float(-st.forest.score_samples(np.array([[st.err_median]]))[0])
+        return np.where(err > st.err_median, np.maximum(s, floor), floor), resid
+
+    def window_flags(self, x: Series | npt.ArrayLike) -> list[tuple[int, int, int]]:
+        """The Isolation Forest's own flags: (scale, start, window) per anomalous window."""
+        self._check_fitted()
+        xn = self._norm(_values(x, "window_flags"))
+        out: list[tuple[int, int, int]] = []
+        for k, sc in enumerate(self.scales_):
+            st: _NetState = self._state[k]
+            if st.forest is None or xn.size < sc.window:
+                continue
+            starts = starts_for(xn.size, sc.window, sc.stride)
+            err, _ = self._window_errors(k, sliding(xn, sc.window, starts))
+            flag = (st.forest.predict(err[:, None]) == -1) & (err > st.err_median)
+            out += [(k, int(s), sc.window) for s in starts[flag]]
+        return out
+
+
+class CnnGruAE(_ReconDetector):
+    """The seed's pipeline: GELU CNN-GRU autoencoder + DTW error + Isolation Forest [1]_."""
+
+    name = "cnn-gru-ae"
+    kind = "cnn-gru-ae"
+    error = "dtw"
+    use_forest = True
+
+
+class LstmAE(_ReconDetector):
+    """LSTM autoencoder, mean squared reconstruction error per window (seed's comparison)."""
+
+    name = "lstm-ae"
+    kind = "lstm-ae"
+    error = "mse"
+
+
+class Usad(_ReconDetector):
+    """USAD [2]_: one encoder, two decoders, two-phase adversarial training."""
+
+    name = "usad"
+    kind = "usad"
+    error = "usad"
+
+
+# --------------------------------------------------------------------------- profile
+
+
+class ProfileDetector(Detector):
+    """Seasonal profile + robust z-score baseline.
+
+    For each phase of the longest dominant period (one week of 15-minute data: weekday and
+    quarter-hour), the median and the MAD of the training cycles; a point's score is
+    ``|x - median| / (1.4826 MAD)`` (with a floor of 5 % of the series' MAD so flat phases
+    do not divide by zero), smoothed over an eighth of the shortest period.
+    """
+
+    name = "profile"
+
+    def __init__(
+        self, *, period: int | None = None, contamination: float = 0.01, verbose: bool = False
+    ) -> None:
+        super().__init__(contamination=contamination, verbose=verbose)
+        self.period = period
+
+    def _fit(self, xn: F64) -> None:
+        n = xn.size
+        if self.period is not None:
+            check_param(
+                isinstance(self.period, int) and 2 <= self.period <= n // 2,
+                "period",
+                "ProfileDetector",
+                f"an int in [2, {n // 2}]",
+                self.period,
+            )
+            self.periods_: list[Period] = []
+            p, smooth = self.period, 1
+        else:
+            self.periods_ = dominant_periods(xn, max_periods=2)
+            usable = [q for q in self.periods_ if n // q.samples >= 3]
+            p = usable[-1].samples if usable else 1
+            smooth = max(1, usable[0].samples // 8) if usable else 1
+        self.period_, self.smooth_ = p, smooth
+        cycles = n // p
+        m = xn[: cycles * p].reshape(cycles, p)
+        self.median_ = np.median(m, axis=0)
+        mad = np.median(np.abs(m - self.median_), axis=0)
+        floor = 0.05 * float(np.median(np.abs(xn - np.median(xn)))) + 1e-9
+        self.scale_ = 1.4826 * np.maximum(mad, floor)
+
+    def _score(self, xn: F64) -> F64:
+        ph = np.arange(xn.size) % self.period_
+        z: F64 = np.abs(xn - self.median_[ph]) / self.scale_[ph]
+        if self.smooth_ > 1:
+            k = np.ones(self.smooth_) / self.smooth_
+            z = np.asarray(np.convolve(z, k, mode="same"), dtype=np.float64)
+        return z
+
+
+# --------------------------------------------------------------------------- factory
+
+_FACTORIES: dict[str, Callable[..., Detector]] = {
+    "cnn-gru-ae": CnnGruAE,
+    "lstm-ae": LstmAE,
+    "usad": Usad,
+    "iforest": IForestWindows,
+    "profile": ProfileDetector,
+    "ecod": lambda **kw: PyODWindows("ecod", **kw),
+    "knn": lambda **kw: PyODWindows("knn", **kw),
+}
+
+
+def make_detector(model: str, **params: Any) -> Detector:
+    """A detector by name (see :data:`MODELS`).
+
+    Raises
+    ------
+    ParameterError
+        Unknown model name or parameter.
+    """
+    if model not in _FACTORIES:
+        raise ParameterError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    try:
+        return _FACTORIES[model](**params)
+    except TypeError as exc:
+        raise ParameterError(f"bad parameters for model {model!r}: {exc}") from exc
