@@ -131,7 +131,7 @@ class MeterReader:
                     reason=str(exc),
                     seconds=time.perf_counter() - t0,
                 )
-            warped = al.warped
+            crops = al.crop_digits(self.roi)  # warps only the counter, not the frame
             align_info = {
                 "method": al.method,
                 "shift_px": round(float(al.shift_px), 2),
@@ -141,8 +141,7 @@ class MeterReader:
         else:
             h, w = img.shape[:2]
             self.roi.check_inside(w, h)
-            warped = img
-        crops = crop_digits(warped, self.roi)
+            crops = crop_digits(img, self.roi)
         cont, positions, conf = self.model.read_crops_continuous(crops)
         frame = resolve_wheels(cont, conf, self.roi.decimals)
         decision = judge(

@@ -157,12 +157,14 @@ def ingest(
     check_jpeg(body, max_bytes)
     cid = check_capture_id(capture_id.strip()) if capture_id else uuid.uuid4().hex
     t = captured_time(captured_at, now)
-    old = store.find_reading(device.id, cid)
-    if old is not None:
-        cmds = store.take_pending(device.id)
-        return _response(old, cmds, device, True), True
-    accepted, pending = store.history(device.id, t, keep)
-    history = History(tuple(accepted), tuple(pending))
+    seen = store.upload_history(device.id, cid, t, keep)  # one query
+    if seen.duplicate_id is not None:
+        old = store.find_reading(device.id, cid)
+        if old is not None:
+            cmds = store.take_pending(device.id)
+            return _response(old, cmds, device, True), True
+    accepted = seen.accepted
+    history = History(tuple(accepted), tuple(seen.pending))
     limits = Limits(max_rate_per_h=device.max_rate, keep=keep)
     entry = cache.get(device)
     with cache.slots, entry.lock:  # OpenCV feature objects are not shared between threads
@@ -190,7 +192,7 @@ def ingest(
         rate_per_h=None if rate is None else round(rate, 6),
         image_path=rel,
     )
-    row, cmds, dup = store.add_reading(new, now=now)
+    row, cmds, dup = store.add_reading(new, now=now, seen=seen)
     return _response(row, cmds, device, dup), dup
 
 

@@ -6,6 +6,7 @@ of server processes can share one database.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -16,9 +17,27 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Float,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import Executable, Insert, Update
 
 from gridlens.errors import ConflictError, NotFoundError, ParameterError
 from gridlens.store import security
@@ -229,6 +248,132 @@ class NewReading:
     source: str = "camera"
 
 
+@dataclass(frozen=True)
+class UploadHistory:
+    """What an upload needs from the store before its photo is read (one query).
+
+    Attributes
+    ----------
+    accepted : list of (float, float)
+        The last ``keep`` accepted (time, value) pairs before the photo, oldest first.
+    pending : list of (float, float)
+        Rejected frames' (time, candidate) since the last accepted one (at most ``keep``),
+        oldest first.
+    duplicate_id : int or None
+        The id of the reading already stored under this capture id (the device retried).
+    commands : int
+        The device's pending commands (0: the upload need not look for any).
+    last_seen_at : float or None
+        The device's ``last_seen_at`` when the query ran.
+    """
+
+    accepted: list[tuple[float, float]]
+    pending: list[tuple[float, float]]
+    duplicate_id: int | None = None
+    commands: int = 0
+    last_seen_at: float | None = None
+
+
+# Kinds of rows in the history query (see _history_query).
+_ACCEPTED, _PENDING, _DUPLICATE, _COMMANDS, _SEEN = range(5)
+_SEEN_EVERY_S = 30.0  # a device's last_seen_at is written at most this often
+
+
+def _table(model: Any) -> Table:
+    """The Core table of a mapped class (statements on it skip the ORM layer)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+@functools.lru_cache(maxsize=8)
+def _history_query(keep: int, upload: bool) -> Executable:
+    """One statement for everything the upload path reads, as (kind, t, v) rows.
+
+    Parameters ``device_id`` and ``before`` (and ``capture_id`` for uploads). Kinds:
+    ``_ACCEPTED``: (t, value) of the newest ``keep`` accepted readings before ``before``;
+    ``_PENDING``: (t, candidate) of the newest ``keep`` rejected ones after the last of
+    those with a value (a bound on the index range, so a long history is not scanned).
+    With ``upload`` also ``_DUPLICATE`` (t = id of the reading with this capture id, if
+    any), ``_COMMANDS`` (t = the number of pending commands) and ``_SEEN`` (t = the
+    device's ``last_seen_at``). Built once per (keep, upload); SQLAlchemy caches its
+    compiled form and psycopg prepares it on the server.
+    """
+    r = _table(Reading).c
+    c = _table(Command).c
+    d = _table(Device).c
+    dev = bindparam("device_id", type_=Integer)
+    before = bindparam("before", type_=Float)
+    acc = (
+        select(r.captured_at.label("t"), r.value.label("v"))
+        .where(r.device_id == dev, r.status == "ok", r.captured_at < before)
+        .order_by(r.captured_at.desc())
+        .limit(keep)
+        .cte("accepted")
+    )
+    since = func.coalesce(
+        select(func.max(acc.c.t)).where(acc.c.v.is_not(None)).scalar_subquery(),
+        literal(-math.inf, Float),
+    )
+    pend = (
+        select(r.captured_at.label("t"), r.candidate.label("v"))
+        .where(
+            r.device_id == dev,
+            r.status == "rejected",
+            r.candidate.is_not(None),
+            r.captured_at > since,
+            r.captured_at < before,
+        )
+        .order_by(r.captured_at.desc())
+        .limit(keep)
+        .subquery()
+    )
+    parts = [
+        select(literal_column(str(_ACCEPTED)).label("kind"), acc.c.t, acc.c.v),
+        select(literal_column(str(_PENDING)), pend.c.t, pend.c.v),
+    ]
+    if upload:
+        parts += [
+            select(literal_column(str(_DUPLICATE)), cast(r.id, Float), null()).where(
+                r.device_id == dev, r.capture_id == bindparam("capture_id")
+            ),
+            select(literal_column(str(_COMMANDS)), cast(func.count(), Float), null())
+            .select_from(_table(Command))
+            .where(c.device_id == dev, c.status == "pending"),
+            select(literal_column(str(_SEEN)), d.last_seen_at, null()).where(d.id == dev),
+        ]
+    return union_all(*parts)
+
+
+def _seen_update() -> Update:
+    """Set a device's ``last_seen_at`` unless it was set less than 30 s before."""
+    d = _table(Device).c
+    now = bindparam("now", type_=Float)
+    return (
+        update(_table(Device))
+        .where(
+            d.id == bindparam("device_id"),
+            or_(d.last_seen_at.is_(None), d.last_seen_at < now - _SEEN_EVERY_S),
+        )
+        .values(last_seen_at=now)
+    )
+
+
+def _reading_insert(dialect: str) -> Insert:
+    """INSERT a reading, nothing on a repeated (device_id, capture_id); RETURNING its id.
+
+    ``dialect`` is ``"postgresql"`` or ``"sqlite"`` (3.35+), the databases
+    :func:`~gridlens.store.db.make_engine` accepts.
+    """
+    table = _table(Reading)
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        ins(table)
+        .on_conflict_do_nothing(index_elements=["device_id", "capture_id"])
+        .returning(table.c.id)
+    )
+
+
 def _today(lo_hi: tuple[float | None, float | None] | None) -> float | None:
     if lo_hi is None or lo_hi[0] is None or lo_hi[1] is None:
         return None
@@ -243,6 +388,16 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._device_cache: dict[int, tuple[float, Device]] = {}
         self._token_cache: dict[str, tuple[float, Principal]] = {}
+        dialect = engine.dialect.name
+        # Single statements need no transaction around them: on PostgreSQL autocommit saves
+        # the BEGIN and COMMIT round trips (SQLite starts none for a SELECT anyway).
+        self._single = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if dialect == "postgresql"
+            else engine
+        )
+        self._insert_reading = _reading_insert(dialect)
+        self._seen_update = _seen_update()
 
     @classmethod
     def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -574,63 +729,118 @@ class Store:
     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """(accepted, pending) for plausibility: the last ``keep`` accepted values before
         ``before`` and the rejected frames' candidates since the last accepted one."""
-        with self.session() as s:
-            acc = s.execute(
-                select(Reading.captured_at, Reading.value)
-                .where(
-                    Reading.device_id == device_id,
-                    Reading.status == "ok",
-                    Reading.captured_at < before,
-                )
-                .order_by(Reading.captured_at.desc())
-                .limit(keep)
-            ).all()
-            accepted = [(float(t), float(v)) for t, v in reversed(acc) if v is not None]
-            since = accepted[-1][0] if accepted else -math.inf
-            pend = s.execute(
-                select(Reading.captured_at, Reading.candidate)
-                .where(
-                    Reading.device_id == device_id,
-                    Reading.status == "rejected",
-                    Reading.candidate.is_not(None),
-                    Reading.captured_at > since,
-                    Reading.captured_at < before,
-                )
-                .order_by(Reading.captured_at.desc())
-                .limit(keep)
-            ).all()
-            pending = [(float(t), float(v)) for t, v in reversed(pend) if v is not None]
-        return accepted, pending
+        h = self._history(device_id, before, keep, None)
+        return h.accepted, h.pending
+
+    def upload_history(
+        self, device_id: int, capture_id: str, before: float, keep: int = 16
+    ) -> UploadHistory:
+        """Everything an upload reads before its photo, in one query (no transaction).
+
+        Parameters
+        ----------
+        device_id : int
+            The uploading device.
+        capture_id : str
+            The upload's capture id: a reading stored under it makes this a duplicate.
+        before : float
+            The photo's capture time; the history ends before it.
+        keep : int
+            Accepted values (and rejected candidates) to return.
+
+        Returns
+        -------
+        UploadHistory
+            The history of :meth:`history`, the id of a reading with this capture id, the
+            number of pending commands and the device's ``last_seen_at``; pass it to
+            :meth:`add_reading` as ``seen`` to save that the statements it makes needless.
+        """
+        return self._history(device_id, before, keep, capture_id)
+
+    def _history(
+        self, device_id: int, before: float, keep: int, capture_id: str | None
+    ) -> UploadHistory:
+        params: dict[str, Any] = {"device_id": device_id, "before": before}
+        if capture_id is not None:
+            params["capture_id"] = capture_id
+        with self._single.connect() as conn:
+            rows = conn.execute(_history_query(keep, capture_id is not None), params).all()
+        acc: list[tuple[float, float]] = []
+        pend: list[tuple[float, float]] = []
+        dup: int | None = None
+        commands = 0
+        seen: float | None = None
+        for kind, t, v in rows:
+            if kind == _ACCEPTED:
+                acc.append((t, v))
+            elif kind == _PENDING:
+                pend.append((t, v))
+            elif kind == _DUPLICATE:
+                dup = round(t)
+            elif kind == _COMMANDS:
+                commands = round(t)
+            elif kind == _SEEN:
+                seen = t
+        # newest first as the database gave them (ties stay in its order), then reversed
+        acc.sort(key=lambda p: p[0], reverse=True)
+        pend.sort(key=lambda p: p[0], reverse=True)
+        accepted = [(float(t), float(v)) for t, v in reversed(acc) if v is not None]
+        pending = [(float(t), float(v)) for t, v in reversed(pend)]
+        return UploadHistory(accepted, pending, dup, commands, seen)
 
     def add_reading(
-        self, new: NewReading, *, deliver: bool = True, now: float | None = None
+        self,
+        new: NewReading,
+        *,
+        deliver: bool = True,
+        now: float | None = None,
+        seen: UploadHistory | None = None,
     ) -> tuple[Reading, list[Command], bool]:
         """Store one reading and hand over the device's pending commands, atomically.
 
         Returns (reading, commands, duplicate). A capture id seen before stores nothing and
-        returns the first reading with ``duplicate=True`` (the device retried).
+        returns the first reading with ``duplicate=True`` (the device retried), also when
+        another process stores it at the same time (the unique (device_id, capture_id)
+        constraint decides).
+
+        ``seen`` is the device's :meth:`upload_history` from just before: when it found no
+        pending commands, none are looked for (a command created since is delivered with
+        the next upload or poll); when it found ``last_seen_at`` less than 30 s old, that is
+        not updated (it only ever grows, so the update would change nothing).
         """
         now = time.time() if now is None else now
-        try:
-            with self.session() as s:
-                r = Reading(received_at=now, **new.__dict__)
-                s.add(r)
-                s.flush()
-                s.execute(  # at most one write per device per 30 s
-                    update(Device)
-                    .where(
-                        Device.id == new.device_id,
-                        or_(Device.last_seen_at.is_(None), Device.last_seen_at < now - 30.0),
-                    )
-                    .values(last_seen_at=now)
-                )
-                cmds = self._take_pending(s, new.device_id, now, "http") if deliver else []
-            return r, cmds, False
-        except IntegrityError:
-            old = self.find_reading(new.device_id, new.capture_id)
-            if old is None:
-                raise
-            return old, (self.take_pending(new.device_id, now) if deliver else []), True
+        values = {**new.__dict__, "received_at": now}
+        last = None if seen is None else seen.last_seen_at
+        touch = last is None or last < now - _SEEN_EVERY_S
+        take = deliver and (seen is None or seen.commands > 0)
+        cmds: list[Command] = []
+        if not (touch or take):  # one statement: atomic on its own, no BEGIN/COMMIT needed
+            with self._single.connect() as conn:
+                rid = conn.execute(self._insert_reading, values).scalar_one_or_none()
+                conn.commit()
+        else:
+            with self.engine.begin() as conn:
+                rid = conn.execute(self._insert_reading, values).scalar_one_or_none()
+                if rid is not None and touch:
+                    conn.execute(self._seen_update, {"device_id": new.device_id, "now": now})
+                if rid is not None and take:
+                    with Session(bind=conn, expire_on_commit=False) as s:
+                        cmds = self._take_pending(s, new.device_id, now, "http")
+                        s.flush()
+        if rid is None:
+            return self._duplicate(new, deliver, now)
+        return Reading(id=rid, received_at=now, **new.__dict__), cmds, False
+
+    def _duplicate(
+        self, new: NewReading, deliver: bool, now: float
+    ) -> tuple[Reading, list[Command], bool]:
+        old = self.find_reading(new.device_id, new.capture_id)
+        if old is None:
+            raise ConflictError(
+                f"reading {new.capture_id!r} of device {new.device_id} was stored and "
+                "removed at the same time; send it again"
+            )
+        return old, (self.take_pending(new.device_id, now) if deliver else []), True
 
     def import_counter(
         self,
