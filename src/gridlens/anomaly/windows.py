@@ -29,14 +29,38 @@ class Scale:
     Parameters
     ----------
     window : int
-        Window length [samples] (a dominant period, or DEFAULT_WINDOW).
+        Window length [blocks] (a dominant period, or DEFAULT_WINDOW).
     stride : int
-        Step between window starts [samples]: a quarter of the window at the first
+        Step between window starts [blocks]: a quarter of the window at the first
         scale, the previous period at the next ones (a week's windows start every day).
+    block : int
+        Samples averaged into one block before windowing: 1 at the first scale; at the
+        next ones a quarter of the previous period, so a week of 15-minute data becomes
+        28 six-hour means and its windows see the days, not the quarter-hours.
     """
 
     window: int
     stride: int
+    block: int = 1
+
+    @property
+    def span(self) -> int:
+        """Window length [samples]."""
+        return self.window * self.block
+
+    def blocks(self, x: npt.ArrayLike) -> F64:
+        """Block means of ``x`` (the last partial block averages what it has)."""
+        a = np.asarray(x, dtype=np.float64)
+        if self.block == 1:
+            return a
+        m = -(-a.size // self.block)
+        pad = np.full(m * self.block - a.size, np.nan)
+        return np.asarray(np.nanmean(np.concatenate([a, pad]).reshape(m, self.block), axis=1))
+
+    def expand(self, pts: npt.ArrayLike, n: int) -> F64:
+        """Block values back to ``n`` samples."""
+        a = np.asarray(pts, dtype=np.float64)
+        return a if self.block == 1 else np.repeat(a, self.block)[:n]
 
 
 def plan_scales(periods: list[Period], n: int, *, max_scales: int = 2) -> list[Scale]:
@@ -58,14 +82,17 @@ def plan_scales(periods: list[Period], n: int, *, max_scales: int = 2) -> list[S
     out: list[Scale] = []
     prev = 0
     for p in periods:
-        w = p.samples
+        if p.samples < 8:
+            continue
+        block = max(1, prev // 4) if prev else 1
+        w = p.samples // block
         if w > MAX_WINDOW or w < 8:
             continue
-        stride = max(1, prev if prev else w // 4)
-        if (n - w) // stride + 1 < 8:
+        stride = max(1, prev // block if prev else w // 4)
+        if (n // block - w) // stride + 1 < 8:
             break
-        out.append(Scale(window=w, stride=stride))
-        prev = w
+        out.append(Scale(window=w, stride=stride, block=block))
+        prev = p.samples
         if len(out) >= max_scales:
             break
     if not out:
