@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from gridlens.anomaly.data import Series, load_file
@@ -104,8 +105,8 @@ def _safe(
     try:
         return _one(series, model, params, options)
     except InputError as exc:
-        name = series if isinstance(series, str) else series.name
-        return {"series": str(name), "error": str(exc)}
+        name = Path(series).stem if isinstance(series, str) else series.name
+        return {"series": name, "error": str(exc)}
 
 
 def score_files(

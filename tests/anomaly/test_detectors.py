@@ -1,0 +1,225 @@
+"""Periods, windows, detectors, the run protocol, the CLI and the Dask fleet job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gridlens.anomaly.data import Series, from_arrays, read_csv
+from gridlens.anomaly.detectors import MODELS, make_detector
+from gridlens.anomaly.evaluate import evaluate
+from gridlens.anomaly.periods import dominant_periods
+from gridlens.anomaly.run import detect
+from gridlens.anomaly.windows import Scale, plan_scales, starts_for, to_points
+from gridlens.cli import main
+from gridlens.errors import InsufficientDataError, ParameterError
+
+
+def load_profile(days: int, per_day: int, *, seed: int = 0, weekly: bool = True) -> np.ndarray:
+    """A factory-like load: working hours high, nights low, weekends low, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * per_day)
+    hour = (t % per_day) * 24.0 / per_day
+    day = t // per_day
+    work = ((hour >= 7) & (hour < 18)).astype(float)
+    weekday = ((day % 7) < 5).astype(float) if weekly else np.ones(t.size)
+    return 100 + 80 * work * weekday + 10 * np.sin(2 * np.pi * hour / 24) + rng.normal(0, 3, t.size)
+
+
+def hourly_series(days: int = 70, *, anomaly_days: tuple[int, ...] = (45, 60)) -> Series:
+    """Hourly load with 'holidays' (weekdays with weekend load); their working hours are
+    labelled (the nights of a holiday look like any night)."""
+    v = load_profile(days, 24)
+    lab = np.zeros(v.size, dtype=np.int8)
+    for d in anomaly_days:
+        assert d % 7 < 5
+        v[d * 24 : (d + 1) * 24] = load_profile(days, 24, seed=1)[5 * 24 : 6 * 24]  # a Saturday
+        lab[d * 24 + 7 : d * 24 + 18] = 1
+    return from_arrays(np.arange(v.size) * 3600.0, v, lab, name="factory", step_s=3600)
+
+
+# ----------------------------------------------------------------------------- periods
+
+
+def test_periods_find_day_and_week_in_15_minute_load() -> None:
+    v = load_profile(8 * 7, 96)
+    got = dominant_periods(v, step_s=900)
+    assert [p.samples for p in got] == [96, 672]
+    assert got[0].hours == pytest.approx(24.0)
+    assert got[1].describe() == "672 samples = 7 d"
+
+
+def test_periods_of_noise_are_none_and_short_series_fail() -> None:
+    assert dominant_periods(np.random.default_rng(3).normal(size=5000)) == []
+    with pytest.raises(InsufficientDataError):
+        dominant_periods(np.ones(10))
+    with pytest.raises(ParameterError):
+        dominant_periods(np.r_[np.ones(30), np.nan])
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+def test_windows_cover_the_series_and_spread_scores() -> None:
+    s = starts_for(100, 24, 6)
+    assert s[0] == 0 and s[-1] == 76
+    pts = to_points(np.arange(s.size, dtype=float), s, 24, 100)
+    assert pts.shape == (100,) and pts[0] == 0.0 and pts[-1] == s.size - 1
+    # pointwise weights move a window's score to where its residual is
+    pw = np.zeros((1, 24))
+    pw[0, 5] = 1.0
+    one = to_points(np.array([2.0]), np.array([0]), 24, 24, pointwise=pw)
+    assert one.argmax() == 5 and one.sum() == pytest.approx(2.0 * 24)
+    with pytest.raises(InsufficientDataError):
+        starts_for(10, 24, 6)
+
+
+def test_coarser_scales_average_blocks() -> None:
+    from gridlens.anomaly.periods import Period
+
+    scales = plan_scales([Period(96, 86400, 0.1, 100), Period(672, 604800, 0.1, 100)], 20000)
+    assert scales == [Scale(96, 24, 1), Scale(28, 4, 24)]
+    assert scales[1].span == 672
+    assert scales[1].blocks(np.arange(48.0)).tolist() == [11.5, 35.5]
+    assert scales[1].expand(np.array([1.0, 2.0]), 40).tolist() == [1.0] * 24 + [2.0] * 16
+
+
+# ----------------------------------------------------------------------------- detectors
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_detector_follows_the_contract(model: str) -> None:
+    s = hourly_series(42, anomaly_days=(30,))
+    kw = {"epochs": 2} if model in ("cnn-gru-ae", "lstm-ae", "usad") else {}
+    det = make_detector(model, **kw)
+    with pytest.raises(ParameterError, match="not fitted"):
+        det.score_samples(s.values)
+    assert det.fit(s.values[:600]) is det
+    sc = det.score_samples(s)
+    assert sc.shape == (s.values.size,) and np.isfinite(sc).all()
+    pred = det.predict(s.values)
+    assert set(np.unique(pred)) <= {0, 1} and pred.dtype == np.int8
+    assert np.isfinite(det.threshold_)
+    assert "contamination" in det.get_params()
+
+
+@pytest.mark.parametrize("model", ["profile", "cnn-gru-ae"])
+def test_detectors_find_a_weekday_with_weekend_load(model: str) -> None:
+    """Held-out days the detector never trained on; labels unused until scoring."""
+    s = hourly_series(70, anomaly_days=(45, 60))
+    kw = {"epochs": 15, "random_state": 0} if model == "cnn-gru-ae" else {}
+    res = detect(s, model, train_fraction=0.6, val_fraction=0.0, **kw)
+    assert s.labels is not None
+    rep = evaluate(res.scores[res.train_end :], s.labels[res.train_end :], threshold=res.threshold)
+    assert rep.auc_roc > 0.9, rep
+    assert rep.events_found == 2
+
+
+def test_bad_inputs_are_clear_errors() -> None:
+    with pytest.raises(InsufficientDataError, match="constant"):
+        make_detector("iforest").fit(np.full(500, 3.0))
+    with pytest.raises(InsufficientDataError, match="too few"):
+        make_detector("iforest").fit(np.sin(np.arange(20.0)))
+    with pytest.raises(ParameterError, match="unknown model"):
+        make_detector("prophet")
+    with pytest.raises(ParameterError, match="bad parameters"):
+        make_detector("iforest", epochs=3)
+    with pytest.raises(ParameterError, match="window"):
+        make_detector("iforest", window=3).fit(np.sin(np.arange(500.0)))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _write_csv(path: Path, s: Series) -> None:
+    assert s.labels is not None
+    rows = ["timestamp,value,label"] + [
+        f"{t},{v:.3f},{lab}" for t, v, lab in zip(s.times, s.values, s.labels, strict=True)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_cli_detect_writes_scores_plot_and_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "factory.csv"
+    _write_csv(f, hourly_series(70, anomaly_days=(45, 60)))
+    out, png = tmp_path / "scores.csv", tmp_path / "plot.png"
+    rc = main(
+        ["detect", str(f), "--model", "profile", "--scores-out", str(out), "--plot", str(png)]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "dominant periods" in text and "24 h" in text
+    assert "point-adjusted F1" in text and "VUS-PR" in text
+    lines = out.read_text().splitlines()
+    assert lines[0] == "timestamp,value,score,is_anomaly" and len(lines) == 70 * 24 + 1
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rc = main(["detect", str(f), "--model", "profile", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["metrics_on_test_part"]["events_found"] == 1
+    assert doc["threshold_rule"].startswith("val-quantile")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("timestamp,value\n" + "".join(f"{i * 60},{i % 7}\n" for i in range(6)), "too few"),
+        ("timestamp,value\n" + "".join(f"{i * 60},5\n" for i in range(500)), "constant"),
+        ("timestamp,value\n" + "".join(f"{i * 60},nan\n" for i in range(50)), "no numeric"),
+        ("timestamp,value\n0,1\n120,2\n60,3\n", "earlier"),
+    ],
+    ids=["too-short", "constant", "all-nan", "non-monotonic"],
+)
+def test_cli_bad_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text(content)
+    assert main(["detect", str(f), "--model", "iforest"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_unknown_model_and_missing_file_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["detect", str(tmp_path / "x.csv"), "--model", "magic"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["detect", str(tmp_path / "x.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- Dask
+
+
+@pytest.mark.slow
+def test_many_meters_on_a_local_cluster(tmp_path: Path) -> None:
+    from gridlens.anomaly.fleet import score_many
+
+    files = []
+    for k, days in enumerate(((45,), (50,), (44,))):
+        f = tmp_path / f"meter{k}.csv"
+        _write_csv(f, hourly_series(70, anomaly_days=days))
+        files.append(str(f))
+    bad = tmp_path / "broken.csv"
+    bad.write_text("timestamp,value\n0,1\n")
+    rows = score_many([*files, str(bad)], "profile", workers=2)
+    assert [r["series"] for r in rows] == ["meter0", "meter1", "meter2", "broken"]
+    assert all(r["metrics_on_test_part"] is not None for r in rows[:3])
+    assert "error" in rows[3]
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.data
+def test_profile_finds_every_1997_holiday(anomaly_data: Path) -> None:
+    from gridlens.anomaly.bench import holiday_study
+
+    s = read_csv(anomaly_data / "power-demand-1997" / "power_demand_1997.csv")
+    h = holiday_study(s, "profile")
+    assert h["holidays"] == 9 and h["found"] == 9
