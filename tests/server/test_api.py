@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -320,3 +321,31 @@ def test_health_metrics_openapi(env: dict[str, Any], layout: Layout) -> None:
         "/api/v1/devices/{device_id}/images",
     ):
         assert path in spec["paths"]
+
+
+def test_anomalies_of_a_meter_flag_a_night_time_load(env: dict[str, Any], layout: Layout) -> None:
+    """Ten days of a daily load imported as counter readings; one night runs a 5 kW machine."""
+    dev, _ = _add_device(env, layout, "factory")
+    now = time.time()
+    t0 = (now // 86400 - 10) * 86400
+    hours = np.arange(10 * 24)
+    hod = hours % 24
+    kwh = np.where((hod >= 7) & (hod < 18), 3.0, 0.5)
+    bad = 7 * 24 + 2  # 02:00 on day 7
+    kwh[bad : bad + 3] += 5.0
+    counter = np.r_[0.0, np.cumsum(kwh)] + 1000.0
+    points = [(float(t0 + 3600 * k), float(c)) for k, c in enumerate(counter)]
+    env["store"].import_counter(dev, points, source="test", actor="ada")
+    r = env["client"].get(f"/api/v1/devices/{dev}/anomalies?days=12", headers=env["viewer"])
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["model"] == "profile" and len(doc["points"]) == 240
+    top = doc["events"][0]
+    assert top["start"] == t0 + 3600 * bad and top["end"] == t0 + 3600 * (bad + 3)
+    flagged = [p["t"] for p in doc["points"] if p["anomaly"]]
+    assert set(flagged) <= {t0 + 3600 * (bad + k) for k in range(-1, 4)}
+    # too little data: a clear note, no error
+    dev2, _ = _add_device(env, layout, "new")
+    r = env["client"].get(f"/api/v1/devices/{dev2}/anomalies", headers=env["viewer"])
+    assert r.status_code == 200 and "needs 3 days" in r.json()["note"]
+    assert env["client"].get(f"/api/v1/devices/{dev}/anomalies").status_code == 401

@@ -19,7 +19,7 @@ from gridlens.anomaly.detectors import Detector, make_detector
 from gridlens.anomaly.evaluate import Report, evaluate, events, threshold_from_validation
 from gridlens.errors import InsufficientDataError, check_param
 
-__all__ = ["Event", "RunResult", "detect"]
+__all__ = ["Event", "RunResult", "detect", "score_consumption"]
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
@@ -190,3 +190,75 @@ def detect(
         report=report,
         events=evs,
     )
+
+
+def score_consumption(
+    epoch_s: npt.ArrayLike,
+    energy: npt.ArrayLike,
+    *,
+    model: str = "profile",
+    name: str = "meter",
+    min_days: float = 3.0,
+    contamination: float = 0.01,
+) -> dict[str, Any]:
+    """Anomalies in a meter's interval consumption, for the server's meter page.
+
+    Unknown buckets (NaN) are imputed first (and counted). The detector fits on the whole
+    span without labels and flags its top ``contamination`` of points; this is a live
+    view of the meter against its own history, not an evaluation.
+
+    Parameters
+    ----------
+    epoch_s, energy : array_like
+        Bucket start times [s] and energy per bucket (e.g. hourly kWh), oldest first.
+    model : str
+        A detector name; ``"profile"`` needs neither PyTorch nor training time.
+
+    Returns
+    -------
+    dict
+        ``{"model", "imputed", "threshold", "points": [{"t", "energy", "score",
+        "anomaly"}], "events": [{"start", "end", "score"}]}``, or ``{"model", "note",
+        "points": [], "events": []}`` when there is too little data.
+    """
+    from gridlens.anomaly.data import from_arrays
+
+    t = np.asarray(epoch_s, dtype=np.float64)
+    e = np.asarray(energy, dtype=np.float64)
+    known = np.isfinite(e)
+    step = float(np.median(np.diff(t))) if t.size > 1 else 3600.0
+    need = int(min_days * 86400 / step)
+    if int(known.sum()) < max(need, 16):
+        return {
+            "model": model,
+            "note": f"anomaly detection needs {min_days:g} days of consumption "
+            f"({need} buckets); {int(known.sum())} so far",
+            "points": [],
+            "events": [],
+        }
+    first, last = int(np.argmax(known)), int(known.size - np.argmax(known[::-1]))
+    s = from_arrays(t[first:last], e[first:last], name=name, step_s=round(step))
+    try:
+        det = make_detector(model, contamination=contamination).fit(s.values)
+    except InsufficientDataError as exc:
+        return {"model": model, "note": str(exc), "points": [], "events": []}
+    scores = det.score_samples(s.values)
+    flags = (scores >= det.threshold_).astype(np.int8)
+    evs = [
+        {
+            "start": float(s.epoch_s[a]),
+            "end": float(s.epoch_s[b - 1] + s.step_s),
+            "score": round(float(scores[a:b].max()), 3),
+        }
+        for a, b in events(flags)
+    ]
+    return {
+        "model": model,
+        "imputed": s.n_imputed,
+        "threshold": round(det.threshold_, 4),
+        "points": [
+            {"t": float(tt), "energy": float(v), "score": round(float(sc), 4), "anomaly": bool(f)}
+            for tt, v, sc, f in zip(s.epoch_s, s.values, scores, flags, strict=True)
+        ],
+        "events": sorted(evs, key=lambda ev: -ev["score"]),
+    }

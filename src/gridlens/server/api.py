@@ -158,6 +158,27 @@ def get_consumption(
     }
 
 
+@router.get("/devices/{device_id}/anomalies", tags=["readings"])
+def get_anomalies(
+    device_id: int,
+    request: Request,
+    who: Viewer,
+    days: Annotated[float, Query(gt=0, le=366)] = 31.0,
+    model: Literal["profile", "iforest"] = "profile",
+) -> dict[str, Any]:
+    """Hourly consumption of the last ``days`` with an anomaly score per hour and the
+    anomalous periods (the meter against its own history; gridlens.anomaly)."""
+    from gridlens.anomaly.run import score_consumption
+
+    store = _store(request)
+    dev = store.device(device_id)
+    lo = time.time() - days * 86400.0
+    t, v = store.counter(device_id)
+    starts, energy = consumption(t, v, 3600.0, since=lo)
+    doc = score_consumption(starts, energy, model=model, name=dev.name)
+    return {"device_id": device_id, "unit": dev.unit, **doc}
+
+
 @router.post("/devices/{device_id}/images", status_code=201, tags=["ingest"])
 async def upload_image(
     device_id: int,

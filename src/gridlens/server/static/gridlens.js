@@ -2,7 +2,8 @@
  *
  * Every element with class "chart" names its data in data-src and its kind in data-kind
  * ("bars": {"points": [{"t", "energy"}], "bucket_s"} from /consumption; "line": {"t", "v"}
- * from /meters/ID/counter.json). After drawing, data-points holds the number of points
+ * from /meters/ID/counter.json; "anomaly": {"points": [{"t", "energy", "score", "anomaly"}],
+ * "events": [...]} from /anomalies, which also fills the #anomalies table). After drawing, data-points holds the number of points
  * (0 with an empty-state message). Times are shown in UTC.
  */
 (function () {
@@ -134,6 +135,72 @@
     finish(el, xs.length);
   }
 
+  function utcText(ts) {
+    return new Date(ts * 1e3).toISOString().slice(0, 16).replace("T", " ");
+  }
+
+  function anomalyTable(doc) {
+    var box = document.getElementById("anomalies");
+    if (!box) return;
+    var evs = doc.events || [];
+    box.textContent = "";
+    box.setAttribute("data-events", String(evs.length));
+    if (doc.note || evs.length === 0) {
+      var p = document.createElement("p");
+      p.className = "muted";
+      p.textContent = doc.note || "No anomalous hours in the last 31 days.";
+      box.appendChild(p);
+      return;
+    }
+    var table = document.createElement("table");
+    var head = table.createTHead().insertRow();
+    ["From (UTC)", "To (UTC)", "Score"].forEach(function (h) {
+      var th = document.createElement("th");
+      th.textContent = h;
+      head.appendChild(th);
+    });
+    var body = table.createTBody();
+    evs.slice(0, 20).forEach(function (e) {
+      var row = body.insertRow();
+      [utcText(e.start), utcText(e.end), e.score.toFixed(2)].forEach(function (c) {
+        row.insertCell().textContent = c;
+      });
+    });
+    box.appendChild(table);
+  }
+
+  function anomaly(el, doc) {
+    anomalyTable(doc);
+    var unit = el.dataset.unit || doc.unit || "";
+    var pts = doc.points || [];
+    if (pts.length === 0) {
+      message(el, doc.note || el.dataset.empty || "no data");
+      return finish(el, 0);
+    }
+    var xs = pts.map(function (p) { return p.t; });
+    var ys = pts.map(function (p) { return p.energy; });
+    var an = pts.map(function (p) { return p.anomaly ? p.energy : null; });
+    var opts = {
+      width: width(el),
+      height: HEIGHT,
+      tzDate: utc,
+      scales: { x: { time: true } },
+      axes: axes(unit),
+      legend: { live: true },
+      series: [
+        { label: "hour (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}" },
+        { label: "consumption", stroke: "#1d4ed8", width: 1,
+          value: function (u, v) { return fmt(v, 3, unit); } },
+        { label: "anomalous", stroke: "#dc2626", width: 0, paths: function () { return null; },
+          points: { show: true, size: 6, fill: "#dc2626" },
+          value: function (u, v) { return fmt(v, 3, unit); } }
+      ]
+    };
+    el.textContent = "";
+    charts.push({ el: el, plot: new uPlot(opts, [xs, ys, an], el) });
+    finish(el, xs.length);
+  }
+
   function load(el) {
     message(el, "loading…", "chart-loading");
     fetch(el.dataset.src, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -143,6 +210,7 @@
       })
       .then(function (doc) {
         if (el.dataset.kind === "bars") bars(el, doc);
+        else if (el.dataset.kind === "anomaly") anomaly(el, doc);
         else line(el, doc);
       })
       .catch(function (err) {
