@@ -26,7 +26,7 @@ import numpy.typing as npt
 import torch
 
 from gridlens.anomaly.nets import TrainedNet
-from gridlens.anomaly.onnxrt import check_windows
+from gridlens.anomaly.onnxrt import check_batch_size, check_windows
 from gridlens.errors import check_param
 
 __all__ = ["mi_fgsm"]
@@ -87,13 +87,7 @@ def mi_fgsm(
     check_param(math.isfinite(eps) and 0.0 < eps <= 1.0, "eps", owner, "a float in (0, 1]", eps)
     check_param(isinstance(steps, int) and steps >= 1, "steps", owner, "an int >= 1", steps)
     check_param(math.isfinite(decay) and decay >= 0.0, "decay", owner, "a float >= 0", decay)
-    check_param(
-        isinstance(batch_size, int) and batch_size >= 1,
-        "batch_size",
-        owner,
-        "an int >= 1",
-        batch_size,
-    )
+    check_batch_size(batch_size, owner)
     x_all = check_windows(windows, owner, window=net.window if net.kind == "usad" else None)
     out = np.empty_like(x_all)
     alpha = eps / steps

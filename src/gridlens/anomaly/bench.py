@@ -29,7 +29,8 @@ import numpy.typing as npt
 
 from gridlens.anomaly.data import Series, from_arrays, read_csv
 from gridlens.anomaly.detectors import MODELS, make_detector
-from gridlens.anomaly.evaluate import evaluate, events, threshold_from_validation
+from gridlens.anomaly.evaluate import events
+from gridlens.anomaly.run import detect
 from gridlens.errors import GridlensError, NotFoundError
 
 __all__ = ["Case", "holiday_study", "load_cases", "run_benchmark"]
@@ -110,33 +111,25 @@ def _params(model: str, quick: bool, seed: int) -> dict[str, Any]:
 
 def _one(case: Case, model: str, quick: bool, seed: int) -> dict[str, Any]:
     s = case.series
-    n = s.values.size
-    tr = round(n * case.train_fraction)
-    va = min(n - 1, tr + round(0.2 * n))
-    det = make_detector(model, **_params(model, quick, seed))
-    t0 = time.perf_counter()
-    det.fit(s.values[:tr])
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scores = det.score_samples(s.values)
-    score_s = time.perf_counter() - t0
-    thr = threshold_from_validation(scores[tr:va], rule="val-quantile", q=0.99)
-    assert s.labels is not None
-    rep = evaluate(
-        scores[tr:],
-        s.labels[tr:],
-        threshold=thr,
-        threshold_rule="val-quantile q=0.99",
-        step_s=s.step_s,
+    res = detect(
+        s,
+        model,
+        train_fraction=case.train_fraction,
+        val_fraction=min(0.2, 0.95 - case.train_fraction),
+        threshold_rule="val-quantile",
+        q=0.99,
+        metrics_from="after-train",
+        **_params(model, quick, seed),
     )
-    d = rep.to_dict()
+    assert res.report is not None
+    d = res.report.to_dict()
     return {
         "dataset": case.dataset,
         "series": s.name,
         "model": model,
-        "points": n,
-        "fit_s": round(fit_s, 2),
-        "points_per_s": round(n / max(score_s, 1e-9)),
+        "points": s.values.size,
+        "fit_s": round(res.fit_seconds, 2),
+        "points_per_s": round(s.values.size / max(res.score_seconds, 1e-9)),
         **{k: d[k] for k in ("f1", "f1_point_adjusted", "auc_roc", "auc_pr", "vus_pr")},
         "events_found": d["events_found"],
         "n_events": d["n_events"],

@@ -380,9 +380,7 @@ class _ReconDetector(_WindowDetector):
             trained = nets.train(self.kind, win, cfg, extra_windows=hard)
         onnx = OnnxAE(trained.to_onnx(), threads=1)
         state = _NetState(net=onnx, forest=None, err_median=0.0)
-        self._state.append(state)  # _window_errors reads it
-        err, _ = self._window_errors(k, win)
-        self._state.pop()
+        err, _ = self._window_errors(state, win)
         state.err_median = float(np.median(err))
         if self.use_forest:
             state.forest = IsolationForest(n_estimators=100, random_state=self.random_state).fit(
@@ -390,8 +388,7 @@ class _ReconDetector(_WindowDetector):
             )
         return state
 
-    def _window_errors(self, k: int, win: F32) -> tuple[F64, F64]:
-        st: _NetState = self._state[k]
+    def _window_errors(self, st: _NetState, win: F32) -> tuple[F64, F64]:
         if self.error == "usad":
             score = np.asarray(st.net.usad_score(win), dtype=np.float64)
             rec = st.net.reconstruct(win)
@@ -410,7 +407,7 @@ class _ReconDetector(_WindowDetector):
 
     def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
         st: _NetState = self._state[k]
-        err, resid = self._window_errors(k, win)
+        err, resid = self._window_errors(st, win)
         if st.forest is None:
             return err, resid
         # The forest isolates unusually low errors too; only errors above the training
@@ -420,18 +417,20 @@ class _ReconDetector(_WindowDetector):
         return np.where(err > st.err_median, np.maximum(s, floor), floor), resid
 
     def window_flags(self, x: Series | npt.ArrayLike) -> list[tuple[int, int, int]]:
-        """The Isolation Forest's own flags: (scale, start, window) per anomalous window."""
+        """The Isolation Forest's own flags: (scale, start, length) per anomalous window,
+        start and length in samples of ``x``."""
         self._check_fitted()
         xn = self._norm(_values(x, "window_flags"))
         out: list[tuple[int, int, int]] = []
         for k, sc in enumerate(self.scales_):
             st: _NetState = self._state[k]
-            if st.forest is None or xn.size < sc.window:
+            if st.forest is None or xn.size < sc.span:
                 continue
-            starts = starts_for(xn.size, sc.window, sc.stride)
-            err, _ = self._window_errors(k, sliding(xn, sc.window, starts))
+            y = sc.blocks(xn)
+            starts = starts_for(y.size, sc.window, sc.stride)
+            err, _ = self._window_errors(st, sliding(y, sc.window, starts))
             flag = (st.forest.predict(err[:, None]) == -1) & (err > st.err_median)
-            out += [(k, int(s), sc.window) for s in starts[flag]]
+            out += [(k, int(s) * sc.block, sc.span) for s in starts[flag]]
         return out
 
 

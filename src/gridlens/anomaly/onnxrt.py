@@ -33,6 +33,7 @@ __all__ = [
     "META_WINDOW",
     "MIN_WINDOW",
     "OnnxAE",
+    "check_batch_size",
     "check_windows",
     "usad_score_np",
 ]
@@ -132,6 +133,17 @@ def check_windows(
     return x
 
 
+def check_batch_size(batch_size: object, owner: str) -> None:
+    """Raise :class:`ParameterError` unless ``batch_size`` is an int >= 1."""
+    check_param(
+        isinstance(batch_size, int) and batch_size >= 1,
+        "batch_size",
+        owner,
+        "an int >= 1",
+        batch_size,
+    )
+
+
 class OnnxAE:
     """An ONNX Runtime session around an exported reconstruction model.
 
@@ -199,13 +211,7 @@ class OnnxAE:
         return self._window
 
     def _run(self, windows: npt.ArrayLike, batch_size: int, owner: str) -> list[npt.NDArray[Any]]:
-        check_param(
-            isinstance(batch_size, int) and batch_size >= 1,
-            "batch_size",
-            owner,
-            "an int >= 1",
-            batch_size,
-        )
+        check_batch_size(batch_size, owner)
         x = check_windows(windows, owner, window=self._window)
         if x.shape[0] == 0:
             return [np.zeros((0, x.shape[1]), np.float32) for _ in self._outputs]

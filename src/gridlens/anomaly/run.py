@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -100,6 +100,7 @@ def detect(
     val_fraction: float = 0.2,
     threshold_rule: str = "val-quantile",
     q: float = 0.99,
+    metrics_from: Literal["test", "after-train"] = "test",
     **params: Any,
 ) -> RunResult:
     """Fit on the first part, threshold on the validation part, score every timestamp.
@@ -119,6 +120,9 @@ def detect(
         or ``"contamination"`` (the detector's own training quantile).
     q : float
         Quantile for ``"val-quantile"``.
+    metrics_from : {"test", "after-train"}
+        Where the metrics are computed: the test part, or everything after the training
+        part (honest too when the threshold rule uses no labels, as ``val-quantile``).
     **params
         Passed to the detector's constructor.
 
@@ -162,10 +166,11 @@ def detect(
     det.threshold_ = thr
     flags = (scores >= thr).astype(np.int8)
     report = None
-    if series.labels is not None and val_end < n:
+    first = val_end if metrics_from == "test" else train_end
+    if series.labels is not None and first < n:
         report = evaluate(
-            scores[val_end:],
-            series.labels[val_end:],
+            scores[first:],
+            series.labels[first:],
             threshold=thr,
             threshold_rule=rule,
             step_s=series.step_s,

@@ -61,6 +61,22 @@
     ];
   }
 
+  // one uPlot over UTC time: the options every chart shares, then draw and record the count
+  function draw(el, unit, series, data, n, scales) {
+    var opts = {
+      width: width(el),
+      height: HEIGHT,
+      tzDate: utc,
+      scales: scales || { x: { time: true } },
+      axes: axes(unit),
+      legend: { live: true },
+      series: series
+    };
+    el.textContent = "";
+    charts.push({ el: el, plot: new uPlot(opts, data, el) });
+    finish(el, n);
+  }
+
   function bars(el, doc) {
     var unit = el.dataset.unit || doc.unit || "";
     var xs = [], ys = [], n = 0;
@@ -75,33 +91,22 @@
     }
     var bucket = doc.bucket_s || 3600;
     var daily = bucket >= 86400;
-    var opts = {
-      width: width(el),
-      height: HEIGHT,
-      tzDate: utc,
-      scales: {
-        x: { time: true, range: function (u, lo, hi) { return [lo, hi + bucket]; } },
-        y: { range: function (u, lo, hi) { return [0, hi > 0 ? hi * 1.1 : 1]; } }
-      },
-      axes: axes(unit),
-      legend: { live: true },
-      series: [
-        { label: daily ? "day (UTC)" : "hour from (UTC)",
-          value: daily ? "{YYYY}-{MM}-{DD}" : "{YYYY}-{MM}-{DD} {HH}:{mm}" },
-        {
-          label: "energy",
-          stroke: "#1d4ed8",
-          fill: "rgba(37, 99, 235, 0.45)",
-          width: 1,
-          paths: uPlot.paths.bars({ size: [0.85, 60], align: 1 }),
-          points: { show: false },
-          value: function (u, v) { return fmt(v, 3, unit); }
-        }
-      ]
-    };
-    el.textContent = "";
-    charts.push({ el: el, plot: new uPlot(opts, [xs, ys], el) });
-    finish(el, n);
+    draw(el, unit, [
+      { label: daily ? "day (UTC)" : "hour from (UTC)",
+        value: daily ? "{YYYY}-{MM}-{DD}" : "{YYYY}-{MM}-{DD} {HH}:{mm}" },
+      {
+        label: "energy",
+        stroke: "#1d4ed8",
+        fill: "rgba(37, 99, 235, 0.45)",
+        width: 1,
+        paths: uPlot.paths.bars({ size: [0.85, 60], align: 1 }),
+        points: { show: false },
+        value: function (u, v) { return fmt(v, 3, unit); }
+      }
+    ], [xs, ys], n, {
+      x: { time: true, range: function (u, lo, hi) { return [lo, hi + bucket]; } },
+      y: { range: function (u, lo, hi) { return [0, hi > 0 ? hi * 1.1 : 1]; } }
+    });
   }
 
   function line(el, doc) {
@@ -112,27 +117,16 @@
       message(el, el.dataset.empty || "no readings yet");
       return finish(el, 0);
     }
-    var opts = {
-      width: width(el),
-      height: HEIGHT,
-      tzDate: utc,
-      scales: { x: { time: true } },
-      axes: axes(unit),
-      legend: { live: true },
-      series: [
-        { label: "time (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}" },
-        {
-          label: "counter",
-          stroke: "#047857",
-          width: 2,
-          points: { show: xs.length < 200, size: 5, fill: "#047857" },
-          value: function (u, v) { return fmt(v, digits, unit); }
-        }
-      ]
-    };
-    el.textContent = "";
-    charts.push({ el: el, plot: new uPlot(opts, [xs, ys], el) });
-    finish(el, xs.length);
+    draw(el, unit, [
+      { label: "time (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}" },
+      {
+        label: "counter",
+        stroke: "#047857",
+        width: 2,
+        points: { show: xs.length < 200, size: 5, fill: "#047857" },
+        value: function (u, v) { return fmt(v, digits, unit); }
+      }
+    ], [xs, ys], xs.length);
   }
 
   function utcText(ts) {
@@ -180,25 +174,14 @@
     var xs = pts.map(function (p) { return p.t; });
     var ys = pts.map(function (p) { return p.energy; });
     var an = pts.map(function (p) { return p.anomaly ? p.energy : null; });
-    var opts = {
-      width: width(el),
-      height: HEIGHT,
-      tzDate: utc,
-      scales: { x: { time: true } },
-      axes: axes(unit),
-      legend: { live: true },
-      series: [
-        { label: "hour (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}" },
-        { label: "consumption", stroke: "#1d4ed8", width: 1,
-          value: function (u, v) { return fmt(v, 3, unit); } },
-        { label: "anomalous", stroke: "#dc2626", width: 0, paths: function () { return null; },
-          points: { show: true, size: 6, fill: "#dc2626" },
-          value: function (u, v) { return fmt(v, 3, unit); } }
-      ]
-    };
-    el.textContent = "";
-    charts.push({ el: el, plot: new uPlot(opts, [xs, ys, an], el) });
-    finish(el, xs.length);
+    draw(el, unit, [
+      { label: "hour (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}" },
+      { label: "consumption", stroke: "#1d4ed8", width: 1,
+        value: function (u, v) { return fmt(v, 3, unit); } },
+      { label: "anomalous", stroke: "#dc2626", width: 0, paths: function () { return null; },
+        points: { show: true, size: 6, fill: "#dc2626" },
+        value: function (u, v) { return fmt(v, 3, unit); } }
+    ], [xs, ys, an], xs.length);
   }
 
   function load(el) {
