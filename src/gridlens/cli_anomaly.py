@@ -10,7 +10,7 @@ from typing import Any
 
 from gridlens.errors import ParameterError
 
-MODEL_CHOICES = ("cnn-gru-ae", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
+MODEL_CHOICES = ("cnn-gru-ae", "hybrid", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
 
 
 def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
@@ -36,6 +36,12 @@ def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
     p.add_argument("--quantile", type=float, default=0.99, help="for val-quantile (0.99)")
     p.add_argument("--window", type=int, help="window [samples] (default: from the FFT periods)")
     p.add_argument("--epochs", type=int, help="training epochs of the neural models")
+    p.add_argument(
+        "--deseason",
+        action="store_true",
+        help="window the series minus its seasonal profile (median per phase of the "
+        "longest period): a working day that looks like a Sunday stands out (hybrid: always)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scores-out", help="write timestamp,value,score,is_anomaly CSV here")
     p.add_argument("--plot", help="PNG of the series with scores and flagged points")
@@ -63,6 +69,10 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         params["epochs"] = args.epochs
     if args.model in ("cnn-gru-ae", "lstm-ae", "usad"):
         params["verbose"] = not args.json
+    if args.deseason:
+        if args.model == "profile":
+            raise ParameterError("--deseason applies to the window models, not profile")
+        params["deseason"] = True
     if args.model == "profile":
         params.pop("random_state")
     return params
