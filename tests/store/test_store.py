@@ -46,6 +46,46 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-d
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
+def test_postgresql_pool_survives_killed_connections(
+    pg_url: str,  # noqa: F811 - fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Idle pooled connections whose backend died (a database restart) are pinged and
+    replaced before use; busy ones are not pinged (no round trip per checkout)."""
+    import psycopg
+
+    from gridlens.store import db
+    from tests.server.conftest import _reset_pg
+
+    _reset_pg(pg_url)
+    store = Store.open(pg_url)
+    store.add_user("before", role="viewer")
+
+    def kill_pool() -> None:
+        with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    kill_pool()
+    monkeypatch.setattr(db, "PING_IDLE_S", 3600.0)  # recently used: trusted, not pinged
+    with pytest.raises(Exception, match=r"terminat|closed|connection"):
+        store.add_user("lost", role="viewer")
+    store.engine.dispose()
+    store.add_user("fresh", role="viewer")
+    kill_pool()
+    monkeypatch.setattr(db, "PING_IDLE_S", 0.0)  # idle: pinged, replaced, works
+    store.add_user("after", role="viewer")
+    from sqlalchemy import select
+
+    from gridlens.store.models import User
+
+    with store.session() as s:
+        assert set(s.scalars(select(User.name))) == {"before", "fresh", "after"}
+    store.close()
+
+
 def test_urls() -> None:
     assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalize_url("x.db") == "sqlite:///x.db"
