@@ -344,6 +344,13 @@ def test_anomalies_of_a_meter_flag_a_night_time_load(env: dict[str, Any], layout
     assert top["start"] == t0 + 3600 * bad and top["end"] == t0 + 3600 * (bad + 3)
     flagged = [p["t"] for p in doc["points"] if p["anomaly"]]
     assert set(flagged) <= {t0 + 3600 * (bad + k) for k in range(-1, 4)}
+    r = env["client"].get(
+        f"/api/v1/devices/{dev}/anomalies?days=12&model=hybrid", headers=env["viewer"]
+    )
+    assert r.status_code == 200 and len(r.json()["events"]) == 1, r.text
+    top = r.json()["events"][0]
+    assert top["start"] <= t0 + 3600 * bad and top["end"] >= t0 + 3600 * (bad + 3)
+    assert top["end"] - top["start"] <= 6 * 3600
     # too little data: a clear note, no error
     dev2, _ = _add_device(env, layout, "new")
     r = env["client"].get(f"/api/v1/devices/{dev2}/anomalies", headers=env["viewer"])

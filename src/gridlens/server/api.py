@@ -164,10 +164,12 @@ def get_anomalies(
     request: Request,
     who: Viewer,
     days: Annotated[float, Query(gt=0, le=366)] = 31.0,
-    model: Literal["profile", "iforest"] = "profile",
+    model: Literal["profile", "hybrid", "iforest"] = "profile",
 ) -> dict[str, Any]:
     """Hourly consumption of the last ``days`` with an anomaly score per hour and the
-    anomalous periods (the meter against its own history; gridlens.anomaly)."""
+    anomalous periods (the meter against its own history; gridlens.anomaly). ``profile``
+    compares each hour with the same hour of the week; ``hybrid`` adds odd days and
+    one-hour spikes."""
     from gridlens.anomaly.run import score_consumption
 
     store = _store(request)
