@@ -149,6 +149,31 @@ def test_hybrid_finds_a_one_point_spike_and_a_missing_working_day() -> None:
         make_detector("hybrid", n_neighbors=0).fit(v)
 
 
+def test_a_fitted_neural_detector_is_saved_and_scores_without_torch(tmp_path: Path) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    s = hourly_series(42, anomaly_days=(30,))
+    det = make_detector("cnn-gru-ae", epochs=2, random_state=0).fit(s.values[:600])
+    want = det.score_samples(s.values)
+    (tmp_path / "det.pkl").write_bytes(pickle.dumps(det))
+    np.save(tmp_path / "x.npy", s.values)
+    code = (
+        "import sys, pickle, numpy as np\n"
+        "class NoTorch:  # any import of torch now fails\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch': raise ImportError('no torch here')\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        f"det = pickle.loads(open({str(tmp_path / 'det.pkl')!r}, 'rb').read())\n"
+        f"np.save({str(tmp_path / 'got.npy')!r}, det.score_samples(np.load("
+        f"{str(tmp_path / 'x.npy')!r})))\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    np.testing.assert_allclose(np.load(tmp_path / "got.npy"), want, rtol=1e-6)
+
+
 def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(InsufficientDataError, match="constant"):
         make_detector("iforest").fit(np.full(500, 3.0))

@@ -179,14 +179,15 @@ class OnnxAE:
             "an int in [1, 64]",
             threads,
         )
-        source: bytes | str
+        source: bytes
         if isinstance(model, bytes | bytearray):
             source, label = bytes(model), "the given bytes"
         else:
             path = Path(model)
             if not path.is_file():
                 raise NotFoundError(f"reconstruction model {path} not found")
-            source, label = str(path), str(path)
+            source, label = path.read_bytes(), str(path)
+        self._model, self._threads = source, threads
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -204,6 +205,14 @@ class OnnxAE:
         self._window: int | None = shape[1] if isinstance(shape[1], int) else None
         default_kind = "usad" if len(self._outputs) == 2 else "unknown"
         self.kind: str = meta.get(META_KIND, default_kind)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An ONNX Runtime session cannot be pickled; its model bytes can (a fitted
+        # detector is saved and loaded where PyTorch is not installed).
+        return {"model": self._model, "threads": self._threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], threads=state["threads"])  # type: ignore[misc]
 
     @property
     def window(self) -> int | None:
