@@ -14,6 +14,7 @@ import pytest
 
 from gridlens.meter.image import encode_jpeg
 from gridlens.meter.synth import NO_CAMERA_EFFECTS, render_meter, render_reference
+from gridlens.store.timeutil import iso
 
 PG_ADMIN = os.environ.get("GRIDLENS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -62,6 +63,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = str(request.getfixturevalue("pg_url"))
     _reset_pg(url)
     return url
+
+
+def upload_headers(
+    token: str | dict[str, str], cid: str | None = None, at: float | None = None
+) -> dict[str, str]:
+    """Headers of a device upload: bearer token (bare or as a header dict), JPEG body, and
+    the optional capture id and capture time."""
+    h = dict(token) if isinstance(token, dict) else {"Authorization": f"Bearer {token}"}
+    h["Content-Type"] = "image/jpeg"
+    if cid is not None:
+        h["X-Capture-Id"] = cid
+    if at is not None:
+        h["X-Captured-At"] = str(iso(at))
+    return h
 
 
 @dataclass(frozen=True)

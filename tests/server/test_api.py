@@ -15,7 +15,7 @@ from gridlens.server.app import create_app
 from gridlens.server.settings import Settings
 from gridlens.store import Store
 from gridlens.store.timeutil import iso
-from tests.server.conftest import Layout
+from tests.server.conftest import Layout, upload_headers
 
 
 @pytest.fixture
@@ -57,11 +57,7 @@ def _upload(
     cid: str | None = None,
     at: float | None = None,
 ) -> Any:
-    h = {**tok, "Content-Type": "image/jpeg"}
-    if cid:
-        h["X-Capture-Id"] = cid
-    if at is not None:
-        h["X-Captured-At"] = str(iso(at))
+    h = upload_headers(tok, cid or None, at)
     return env["client"].post(f"/api/v1/devices/{dev}/images", content=body, headers=h)
 
 

@@ -23,6 +23,7 @@ from gridlens.meter.synth import render_meter, render_reference
 from gridlens.server.app import create_app
 from gridlens.server.auth import SESSION_COOKIE
 from gridlens.server.settings import Settings
+from tests.server.conftest import upload_headers
 
 PASSWORDS = {"admin": "admin-pass-1", "olga": "operator-pass-1", "vic": "viewer-pass-1"}
 ROLES = {"admin": "admin", "olga": "operator", "vic": "viewer"}
@@ -62,11 +63,7 @@ def _upload(client: TestClient, dev: int, token: str, value: float, t: float, se
     r = client.post(
         f"/api/v1/devices/{dev}/images",
         content=encode_jpeg(m.image),
-        headers={
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "image/jpeg",
-            "X-Captured-At": f"{t:.3f}",
-        },
+        headers={**upload_headers(token), "X-Captured-At": f"{t:.3f}"},  # epoch form
     )
     assert r.status_code == 201, r.text
     return r.json()["reading"]

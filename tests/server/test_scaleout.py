@@ -13,8 +13,7 @@ import pytest
 
 from gridlens.server.harness import ServerProcess
 from gridlens.store import Store
-from gridlens.store.timeutil import iso
-from tests.server.conftest import Layout, _reset_pg
+from tests.server.conftest import Layout, _reset_pg, upload_headers
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +27,7 @@ def _admin(db: str) -> str:
 
 
 def _upload(srv: ServerProcess, dev: int, tok: str, body: bytes, cid: str, at: float) -> int:
-    h = {"Authorization": f"Bearer {tok}", "Content-Type": "image/jpeg",
-         "X-Capture-Id": cid, "X-Captured-At": str(iso(at))}  # fmt: skip
+    h = upload_headers(tok, cid, at)
     status, _ = srv.request("POST", f"/api/v1/devices/{dev}/images", body, h)
     return status
 

@@ -19,8 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridlens.server.app import create_app
 from gridlens.server.settings import Settings
 from gridlens.store import Store
-from gridlens.store.timeutil import iso
-from tests.server.conftest import Layout
+from tests.server.conftest import Layout, upload_headers
 
 BROKER = ("127.0.0.1", 1883)
 
@@ -95,7 +94,7 @@ def test_readings_are_published_with_home_assistant_discovery(
     c, dev, p, slug = env["client"], env["dev"], env["prefix"], env["slug"]
     t0 = time.time() - 3600
     for k, v in enumerate([100.0, 100.5]):
-        h = {**env["tok"], "X-Capture-Id": f"k{k}", "X-Captured-At": str(iso(t0 + 600 * k))}
+        h = upload_headers(env["tok"], f"k{k}", t0 + 600 * k)
         assert (
             c.post(
                 f"/api/v1/devices/{dev}/images", content=layout.photo(v, k), headers=h
@@ -116,7 +115,7 @@ def test_readings_are_published_with_home_assistant_discovery(
     assert cfg["unit_of_measurement"] == "kWh"
     assert cfg["state_topic"] == f"{p}/{slug}/value"
     # a rejected reading says why and publishes no value
-    h = {**env["tok"], "X-Capture-Id": "k9", "X-Captured-At": str(iso(t0 + 1800))}
+    h = upload_headers(env["tok"], "k9", t0 + 1800)
     c.post(f"/api/v1/devices/{dev}/images", content=layout.photo(50.0, 9), headers=h)
     assert "below the last accepted" in lis.wait(f"{p}/{slug}/error", 3)[-1]
     assert lis.wait(f"{p}/{slug}/value")[-1] == "100.5"
