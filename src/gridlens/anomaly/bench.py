@@ -30,7 +30,7 @@ import numpy.typing as npt
 from gridlens.anomaly.data import Series, from_arrays, read_csv
 from gridlens.anomaly.detectors import MODELS, make_detector
 from gridlens.anomaly.run import detect
-from gridlens.errors import GridlensError, NotFoundError
+from gridlens.errors import GridlensError, NotFoundError, ParameterError
 
 __all__ = ["Case", "holiday_study", "load_cases", "run_benchmark"]
 
@@ -109,6 +109,8 @@ BASELINES = ("iforest", "ecod", "knn")
 def _params(model: str, quick: bool, seed: int) -> tuple[str, dict[str, Any]]:
     """(detector name, constructor parameters) of a benchmark model spec ``name[+deseason]``."""
     name, _, variant = model.partition("+")
+    if variant not in ("", "deseason"):
+        raise ParameterError(f"benchmark model {model!r}: the only variant is '+deseason'")
     if name == "profile":
         return name, {}
     p: dict[str, Any] = {"random_state": seed}
@@ -160,7 +162,8 @@ def holiday_study(
     """Holidays found and false alarms on a labelled daily-cycle series.
 
     The model fits on the whole series without labels and flags the top ``top`` of its
-    points. The alarm unit is the day ("a day looks wrong"): a day raises an alarm when at
+    points. The alarm unit is the day ("a day looks wrong"; days counted from the first
+    point, which should be a midnight): a day raises an alarm when at
     least ``day_fraction`` of it (6 h) is flagged; an alarm on an unlabelled day is a false
     alarm. ``ranks`` are the labelled days' places when days are sorted by their mean
     score (1 = most anomalous), which needs no threshold.

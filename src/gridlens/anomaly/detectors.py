@@ -13,6 +13,9 @@ Models (:data:`MODELS`):
     of the differenced series (FFT), a GELU CNN-GRU autoencoder per scale, the per-window
     reconstruction error measured with DTW (dtaidistance), an Isolation Forest over the
     window errors, window scores mapped back to timestamps.
+``hybrid``
+    gridlens's own: the kNN distance of multi-scale windows of the deseasoned series, and
+    a one-point spike score, each scaled by its own training tail; the larger counts.
 ``lstm-ae``, ``usad``
     The seed's comparison: an LSTM autoencoder (mean squared reconstruction error per
     window) and USAD [2]_ (its own two-decoder score).
@@ -23,6 +26,11 @@ Models (:data:`MODELS`):
     period, e.g. per weekday and quarter-hour) and the robust z-score against it.
 ``ecod``, ``knn``
     Baselines from PyOD [3]_ on the raw windows (the ``test`` extra installs PyOD).
+
+Every window model takes ``deseason=True`` (``hybrid``: the default): the windows are cut
+from the series minus its seasonal profile, the median of each phase of the longest
+dominant period (a week of 15-minute data: weekday and quarter-hour), so a working day with
+a Sunday's load stands out instead of looking like one more Sunday.
 
 The neural models train with PyTorch (the ``train`` extra) and then score through ONNX
 Runtime, so a fitted detector is pickled and used without PyTorch.
