@@ -231,7 +231,9 @@ def test_mi_fgsm_makes_hard_normal_windows_within_budget(kind: str, normal: Arra
     assert adv.shape == x.shape and adv.dtype == np.float32
     assert np.max(np.abs(adv - x)) <= eps + 1e-6
     assert adv.min() >= 0.0 and adv.max() <= 1.0
-    assert np.array_equal(adv, mi_fgsm(net, x, eps=eps, steps=10))
+    before = torch.get_num_threads()
+    assert np.array_equal(adv, mi_fgsm(net, x, eps=eps, steps=10, threads=1))
+    assert torch.get_num_threads() == before  # the detector's threads, then restored
     rng = np.random.default_rng(0)
     noisy = np.clip(x + eps * rng.choice([-1.0, 1.0], size=x.shape), 0, 1).astype(np.float32)
     with torch.no_grad():

@@ -41,6 +41,7 @@ def mi_fgsm(
     decay: float = 1.0,
     seed: int = 0,
     batch_size: int = 512,
+    threads: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """Perturb windows to maximise the reconstruction error of ``net`` (MI-FGSM [1]_).
 
@@ -69,6 +70,9 @@ def mi_fgsm(
         MI-FGSM itself is deterministic; the seed only pins any randomness of the model.
     batch_size : int
         Windows per forward/backward pass.
+    threads : int, optional
+        PyTorch intra-op threads during the attack (restored afterwards); default: leave
+        PyTorch's setting alone. Detectors pass their own ``threads``.
 
     Returns
     -------
@@ -88,12 +92,22 @@ def mi_fgsm(
     check_param(isinstance(steps, int) and steps >= 1, "steps", owner, "an int >= 1", steps)
     check_param(math.isfinite(decay) and decay >= 0.0, "decay", owner, "a float >= 0", decay)
     check_batch_size(batch_size, owner)
+    check_param(
+        threads is None or (isinstance(threads, int) and threads >= 1),
+        "threads",
+        owner,
+        "an int >= 1 or None",
+        threads,
+    )
     x_all = check_windows(windows, owner, window=net.window if net.kind == "usad" else None)
     out = np.empty_like(x_all)
     alpha = eps / steps
     module = net.module
     module.eval()
     flags = [p.requires_grad for p in module.parameters()]
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -115,4 +129,5 @@ def mi_fgsm(
         finally:
             for p, flag in zip(module.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
+            torch.set_num_threads(before)
     return out

@@ -511,7 +511,9 @@ class _ReconDetector(_WindowDetector):
         if self.augment_eps > 0:
             from gridlens.anomaly.augment import mi_fgsm
 
-            hard = mi_fgsm(trained, win, eps=self.augment_eps, seed=self.random_state)
+            hard = mi_fgsm(
+                trained, win, eps=self.augment_eps, seed=self.random_state, threads=self.threads
+            )
             trained = nets.train(self.kind, win, cfg, extra_windows=hard)
         onnx = OnnxAE(trained.to_onnx(), threads=1)
         state = _NetState(net=onnx, forest=None, err_median=0.0)
