@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from gridlens.anomaly.bench import data_dir
+from gridlens.anomaly.bench import data_dir, write_section
 from gridlens.anomaly.data import Series, read_csv
 from gridlens.anomaly.run import detect
 from gridlens.errors import GridlensError
@@ -595,18 +595,6 @@ def markdown(
     return "\n".join(lines)
 
 
-def write_section(path: Path, md: str) -> None:
-    """Replace the marked section of ``path`` (or append it under :data:`HEADING`)."""
-    text = path.read_text() if path.exists() else ""
-    if MARK_A in text and MARK_B in text:
-        text = text[: text.index(MARK_A)] + md + text[text.index(MARK_B) + len(MARK_B) :]
-    else:
-        text = text.rstrip() + f"\n\n{HEADING}\n\n{md}\n"
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -694,7 +682,7 @@ def main() -> int:
     )
     print(md)
     if out is not None:
-        write_section(out, md)
+        write_section(out, md, marks=(MARK_A, MARK_B), heading=HEADING)
         log(f"updated {out}")
     log(f"total {wall:.0f} s")
     return 0

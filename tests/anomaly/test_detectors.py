@@ -295,3 +295,20 @@ def test_every_1997_holiday_with_at_most_one_false_alarm_a_month(
     assert h["found"] == h["holidays"] == 9, h
     assert h["false_alarms_per_month"] <= 1.0, h
     assert max(h["ranks"]) <= 20, h
+
+
+def test_benchmark_sections_replace_only_their_own_marked_text(tmp_path: Path) -> None:
+    from gridlens.anomaly.bench import write_section
+
+    f = tmp_path / "benchmarks.md"
+    f.write_text("# Benchmarks\n\nhand-written\n")
+    marks = ("<!-- s -->", "<!-- /s -->")
+    write_section(f, "<!-- s -->\nrun 1\n<!-- /s -->", marks=marks, heading="## S")
+    write_section(f, "<!-- anomaly-benchmark -->\nA\n<!-- /anomaly-benchmark -->")
+    write_section(f, "<!-- s -->\nrun 2\n<!-- /s -->", marks=marks, heading="## S")
+    assert f.read_text() == (
+        "# Benchmarks\n\nhand-written\n\n## S\n\n<!-- s -->\nrun 2\n<!-- /s -->\n\n"
+        "## Anomaly detection (`gridlens detect --benchmark`)\n\n"
+        "<!-- anomaly-benchmark -->\nA\n<!-- /anomaly-benchmark -->\n"
+    )
+    assert not list(tmp_path.glob("*.part"))

@@ -32,7 +32,7 @@ from gridlens.anomaly.detectors import MODELS, make_detector
 from gridlens.anomaly.run import detect
 from gridlens.errors import GridlensError, NotFoundError, ParameterError
 
-__all__ = ["Case", "holiday_study", "load_cases", "run_benchmark"]
+__all__ = ["Case", "holiday_study", "load_cases", "run_benchmark", "write_section"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -176,11 +176,11 @@ def holiday_study(
     per_day = round(86400 / s.step_s)
     days = s.values.size // per_day
     thr = float(np.quantile(scores, 1.0 - top))
-    flagged = (scores[: days * per_day] >= thr).reshape(days, per_day).mean(axis=1)
+    by_day = scores[: days * per_day].reshape(days, per_day)
+    flagged = (by_day >= thr).mean(axis=1)
     alarm = flagged >= day_fraction
     labelled = s.labels[: days * per_day].reshape(days, per_day).max(axis=1) == 1
-    mean_day = scores[: days * per_day].reshape(days, per_day).mean(axis=1)
-    order = np.argsort(-mean_day, kind="stable")
+    order = np.argsort(-by_day.mean(axis=1), kind="stable")
     ranks = (np.flatnonzero(labelled[order]) + 1).tolist()
     false_alarms = int((alarm & ~labelled).sum())
     months = days / (365.25 / 12)
@@ -248,7 +248,7 @@ def run_benchmark(
     md = _markdown(rows, holidays, models, quick)
     print(md)
     if out:
-        _write_section(Path(out), md)
+        write_section(Path(out), md)
     return {"rows": rows, "holidays": holidays, "markdown": md}
 
 
@@ -358,18 +358,22 @@ def _markdown(
     return "\n".join(lines)
 
 
-def _write_section(path: Path, md: str) -> None:
+def write_section(
+    path: Path,
+    md: str,
+    *,
+    marks: tuple[str, str] = ("<!-- anomaly-benchmark -->", "<!-- /anomaly-benchmark -->"),
+    heading: str = "## Anomaly detection (`gridlens detect --benchmark`)",
+) -> None:
+    """Replace the text between ``marks`` in the Markdown file ``path`` (``md`` carries
+    the marks itself), or append ``heading`` and ``md`` when the marks are absent; the file
+    is replaced atomically and no other text of it changes."""
     text = path.read_text() if path.exists() else ""
-    a, b = "<!-- anomaly-benchmark -->", "<!-- /anomaly-benchmark -->"
+    a, b = marks
     if a in text and b in text:
         text = text[: text.index(a)] + md + text[text.index(b) + len(b) :]
     else:
-        text = (
-            text.rstrip()
-            + "\n\n## Anomaly detection (`gridlens detect --benchmark`)\n\n"
-            + md
-            + "\n"
-        )
-    tmp = path.with_suffix(".md.part")
+        text = text.rstrip() + f"\n\n{heading}\n\n{md}\n"
+    tmp = path.with_suffix(path.suffix + ".part")
     tmp.write_text(text)
     tmp.replace(path)
