@@ -42,6 +42,18 @@ def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
         help="window the series minus its seasonal profile (median per phase of the "
         "longest period): a working day that looks like a Sunday stands out (hybrid: always)",
     )
+    p.add_argument(
+        "--augment-eps",
+        type=float,
+        help="neural models: retrain on the windows plus MI-FGSM hard normal copies within "
+        "this budget (normalised units; the seed's best: 0.01)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=("mi-fgsm", "random", "copy"),
+        help="with --augment-eps: the seed's MI-FGSM (default) or a control: random ±eps "
+        "signs, or unchanged copies",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scores-out", help="write timestamp,value,score,is_anomaly CSV here")
     p.add_argument("--plot", help="PNG of the series with scores and flagged points")
@@ -67,6 +79,14 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if args.model not in ("cnn-gru-ae", "lstm-ae", "usad"):
             raise ParameterError(f"--epochs applies to the neural models, not {args.model}")
         params["epochs"] = args.epochs
+    if args.augment_eps is not None or args.augment is not None:
+        if args.model not in ("cnn-gru-ae", "lstm-ae", "usad"):
+            raise ParameterError(f"--augment-eps applies to the neural models, not {args.model}")
+        if args.augment_eps is None:
+            raise ParameterError("--augment needs --augment-eps (the perturbation budget)")
+        params["augment_eps"] = args.augment_eps
+        if args.augment is not None:
+            params["augment"] = args.augment
     if args.model in ("cnn-gru-ae", "lstm-ae", "usad"):
         params["verbose"] = not args.json
     if args.deseason:

@@ -174,6 +174,24 @@ def test_a_fitted_neural_detector_is_saved_and_scores_without_torch(tmp_path: Pa
     np.testing.assert_allclose(np.load(tmp_path / "got.npy"), want, rtol=1e-6)
 
 
+def test_augmented_neural_detector_records_epochs_and_checks_its_parameters() -> None:
+    s = hourly_series(42, anomaly_days=(30,))
+    plain = make_detector("lstm-ae", epochs=2, random_state=0).fit(s.values[:600])
+    copies = make_detector(
+        "lstm-ae", epochs=2, random_state=0, augment_eps=0.01, augment="copy"
+    ).fit(s.values[:600])
+    assert len(plain.fit_epochs_) == len(plain.scales_) and min(plain.fit_epochs_) >= 1
+    # more training windows: another model
+    assert not np.allclose(plain.score_samples(s.values), copies.score_samples(s.values))
+    usad = make_detector("usad", epochs=2, random_state=0).fit(s.values[:600])
+    # USAD trains every epoch: 2 epochs, scaled up for a scale with few windows
+    assert all(e >= 2 and e % 2 == 0 for e in usad.fit_epochs_)
+    with pytest.raises(ParameterError, match="'augment' parameter of LstmAE"):
+        make_detector("lstm-ae", augment_eps=0.01, augment="gauss").fit(s.values[:600])
+    with pytest.raises(ParameterError, match="'augment_eps' parameter of Usad"):
+        make_detector("usad", augment_eps=2.0).fit(s.values[:600])
+
+
 def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(InsufficientDataError, match="constant"):
         make_detector("iforest").fit(np.full(500, 3.0))
@@ -247,6 +265,24 @@ def test_cli_unknown_model_and_missing_file_exit_2(
     assert "unknown model" in capsys.readouterr().err
     assert main(["detect", str(tmp_path / "x.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "iforest", "--augment-eps", "0.01"], "neural models"),
+        (["--model", "usad", "--augment", "copy"], "needs --augment-eps"),
+        (["--model", "usad", "--augment-eps", "3"], "augment_eps"),
+    ],
+)
+def test_cli_augment_flags_are_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    f = tmp_path / "factory.csv"
+    _write_csv(f, hourly_series(42, anomaly_days=(30,)))
+    assert main(["detect", str(f), "--epochs", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- Dask

@@ -25,11 +25,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from gridlens.anomaly.nets import TrainedNet
+from gridlens.anomaly import nets
+from gridlens.anomaly.nets import TrainConfig, TrainedNet
 from gridlens.anomaly.onnxrt import check_batch_size, check_windows
 from gridlens.errors import check_param
 
-__all__ = ["mi_fgsm"]
+__all__ = ["AUGMENTS", "augment_windows", "mi_fgsm"]
+
+AUGMENTS = ("mi-fgsm", "random", "copy")
+"""Augmentations :func:`augment_windows` makes: the seed's and two controls."""
 
 
 def mi_fgsm(
@@ -131,3 +135,54 @@ def mi_fgsm(
                 p.requires_grad_(flag)
             torch.set_num_threads(before)
     return out
+
+
+def augment_windows(
+    kind: str,
+    windows: npt.ArrayLike,
+    cfg: TrainConfig,
+    *,
+    eps: float = 0.01,
+    method: str = "mi-fgsm",
+) -> npt.NDArray[np.float32]:
+    """One augmented copy of each window :func:`~gridlens.anomaly.nets.train` would train on.
+
+    Only the training rows of :func:`~gridlens.anomaly.nets.holdout_split` are augmented,
+    in their order: a perturbed copy of an early-stopping window in the training share
+    would leak it.  Pass the result to ``nets.train(kind, windows, cfg, extra_windows=...)``.
+
+    Parameters
+    ----------
+    kind : str
+        The net to train, one of :data:`gridlens.anomaly.nets.NET_KINDS`.
+    windows : array_like, shape (n, T)
+        All windows, min-max normalised to [0, 1]. [-]
+    cfg : TrainConfig
+        The configuration of the training that will use the result (its seed fixes the
+        split, the first net and the random signs).
+    eps : float
+        L-infinity budget, in (0, 1] (ignored by ``"copy"``). [-]
+    method : {"mi-fgsm", "random", "copy"}
+        ``"mi-fgsm"``: train a net on ``windows`` and attack it (:func:`mi_fgsm`), the
+        seed's hard normal windows; ``"random"``: every value moved by ``+-eps`` with a
+        random sign (same budget, no direction), then clipped to [0, 1]; ``"copy"``: the
+        windows unchanged.  The two controls tell the attack's direction apart from the
+        extra training.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (n_train, T)
+        Row ``i`` augments ``windows[holdout_split(n, cfg)[1][i]]``. [-]
+    """
+    owner = "augment_windows"
+    check_param(method in AUGMENTS, "method", owner, f"one of {AUGMENTS}", method)
+    check_param(math.isfinite(eps) and 0.0 < eps <= 1.0, "eps", owner, "a float in (0, 1]", eps)
+    x = check_windows(windows, owner, min_rows=2)
+    own = x[nets.holdout_split(x.shape[0], cfg)[1]]
+    if method == "copy":
+        return own.copy()
+    if method == "random":
+        sign = np.random.default_rng(cfg.seed).choice(np.array([-1.0, 1.0], np.float32), own.shape)
+        return np.clip(own + eps * sign, 0.0, 1.0).astype(np.float32)
+    first = nets.train(kind, x, cfg)
+    return mi_fgsm(first, own, eps=eps, seed=cfg.seed, threads=cfg.threads)

@@ -95,6 +95,7 @@ __all__ = [
     "Usad",
     "UsadEpoch",
     "build",
+    "holdout_split",
     "train",
 ]
 
@@ -382,9 +383,9 @@ class TrainedNet:
     module : torch.nn.Module
         The network, in eval mode, with the weights of the best validation epoch.
     history : list of (int, float, float)
-        ``(epoch, train_loss, val_loss)`` per epoch run, 1-based.  The loss is the mean
-        squared reconstruction error; for USAD it is the anomaly score with
-        ``alpha = beta = 0.5`` (see :attr:`usad_history` for its two phase losses).
+        ``(epoch, train_loss, val_loss)`` per epoch run, 1-based: the loss early stopping
+        watches, the mean squared reconstruction error (for USAD that of ``AE1(W)``; see
+        :attr:`usad_history` for its two phase losses).
     seconds : float
         Wall-clock training time [s].
     usad_history : list of UsadEpoch
@@ -556,18 +557,19 @@ def _batches(n: int, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
 
 
 def _mean_in_batches(module: nn.Module, x: torch.Tensor, usad_n: int = 0) -> list[float]:
-    """Held-out losses: ``[mse]``, or for USAD ``[score, L1, L2]`` of epoch ``usad_n``."""
+    """Held-out losses: ``[mse]``, or for USAD ``[mse of AE1, L1, L2]`` of epoch ``usad_n``."""
     sums = np.zeros(3)
     module.eval()
     with torch.no_grad():
         for i in range(0, x.shape[0], 512):
             xb = x[i : i + 512]
             k = xb.shape[0]
-            sums[0] += float(_window_loss(module, xb).sum())
             if isinstance(module, Usad):
-                l1, l2 = module.phase_losses(xb, usad_n)
-                sums[1] += float(l1) * k
-                sums[2] += float(l2) * k
+                e1, e2, e3 = module.errors(xb)
+                l1, l2 = _phase_losses(e1, e2, e3, usad_n)
+                sums += np.array([float(e1), float(l1), float(l2)]) * k
+            else:
+                sums[0] += float(_window_loss(module, xb).sum())
     means = sums / max(x.shape[0], 1)
     return [float(v) for v in (means if isinstance(module, Usad) else means[:1])]
 
@@ -609,8 +611,7 @@ def _fit(
                 _, l2 = usad.phase_losses(xb, epoch)
                 l2.backward()  # type: ignore[no-untyped-call]
                 opts[1].step()
-                score = 0.5 * float(e1.detach()) + 0.5 * float(e3.detach())
-                sums += np.array([score, float(l1.detach()), float(l2.detach())]) * k
+                sums += np.array([float(e1.detach()), float(l1.detach()), float(l2.detach())]) * k
             else:
                 opts[0].zero_grad(set_to_none=True)
                 loss = _window_loss(module, xb).mean()
@@ -638,6 +639,24 @@ def _fit(
     return history, usad_history
 
 
+def holdout_split(n: int, cfg: TrainConfig) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The rows :func:`train` holds out for early stopping, and the rows it trains on.
+
+    A random ``cfg.val_fraction`` of ``n`` windows (at least one, at most ``n - 1``),
+    drawn with ``cfg.seed``.  Augment only the training rows: a perturbed copy of a
+    held-out window in the training share would leak it into training.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Sorted row indices ``(held_out, training)``; together they are ``0 .. n-1``.
+    """
+    check_param(isinstance(n, int) and n >= 2, "n", "holdout_split", "an int >= 2", n)
+    n_val = min(max(1, round(n * cfg.val_fraction)), n - 1)
+    perm = np.random.default_rng(cfg.seed).permutation(n)
+    return np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+
 def train(
     kind: str,
     windows: npt.ArrayLike,
@@ -647,8 +666,8 @@ def train(
 ) -> TrainedNet:
     """Train a reconstruction model on normal windows.
 
-    A random ``cfg.val_fraction`` of ``windows`` (at least one) is held out for early
-    stopping; ``extra_windows`` join the training share only.
+    The rows :func:`holdout_split` picks (a random ``cfg.val_fraction``, at least one)
+    are held out for early stopping; ``extra_windows`` join the training share only.
 
     Parameters
     ----------
@@ -676,12 +695,11 @@ def train(
 
     Notes
     -----
-    The held-out loss is the mean squared reconstruction error; for USAD it is the anomaly
-    score with ``alpha = beta = 0.5``.  USAD's adversarial term raises that score once the
-    weight ``1 - 1/n`` grows (AE2 learns to fail on ``AE1(W)``), so early stopping usually
-    keeps a model of the first epochs — which therefore need enough Adam steps to learn the
-    pattern (many windows, small batches or a higher ``lr``).  To train every epoch, as the
-    authors do, set ``patience >= epochs``.
+    Early stopping watches the held-out mean squared reconstruction error; for USAD that of
+    ``AE1(W)``, the autoencoder both phases train to reconstruct normal windows.  (USAD's
+    anomaly score is no stopping criterion: its adversarial term raises the score by design
+    once the weight ``1 - 1/n`` grows and AE2 learns to fail on ``AE1(W)``, so stopping on
+    it kept a model of the first few epochs.)
 
     The recurrent models first learn to predict the window mean and leave that plateau
     after some 100-400 Adam steps at ``lr = 5e-3`` (300 windows of a sine, ``T = 48``,
@@ -700,11 +718,9 @@ def train(
         if extra_windows is not None
         else np.zeros((0, t), np.float32)
     )
-    n = x.shape[0]
-    n_val = min(max(1, round(n * cfg.val_fraction)), n - 1)
-    perm = np.random.default_rng(cfg.seed).permutation(n)
-    x_val = torch.from_numpy(x[perm[:n_val]])
-    x_train = torch.from_numpy(np.concatenate([x[perm[n_val:]], extra]))
+    val_rows, train_rows = holdout_split(x.shape[0], cfg)
+    x_val = torch.from_numpy(x[val_rows])
+    x_train = torch.from_numpy(np.concatenate([x[train_rows], extra]))
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     with (
