@@ -13,6 +13,10 @@ from typing import Any
 
 from gridlens.errors import DataFormatError, NotFoundError, ParameterError
 
+# gridlens.store.repo.CACHE_TTL_S (a test keeps them equal): importing the store here would
+# load SQLAlchemy for every gridlens command
+CACHE_TTL_S = 10.0
+
 
 def _db(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -63,8 +67,8 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     s.add_argument("--no-request-log", action="store_true", help="no log line per request")
     s.set_defaults(func=_cmd_serve)
 
-    d = sub.add_parser("device", help="register and list meter cameras")
-    dsub = d.add_subparsers(dest="device_command", metavar="{add,list}")
+    d = sub.add_parser("device", help="register, list and manage meter cameras")
+    dsub = d.add_subparsers(dest="device_command", metavar="{add,list,set,token,revoke}")
     a = dsub.add_parser(
         "add",
         help="register a camera; prints its id and upload token once",
@@ -83,9 +87,46 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     _db(ls)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=lambda x: _cmd_device_list(x, emit_json))
+    ds = dsub.add_parser(
+        "set",
+        help="change a camera's unit, plausibility limit, ROI or name",
+        description="Change a registered camera. Only the options given change; the same "
+        "checks as `device add` apply. Servers pick the change up with the next upload "
+        f"(other server processes within {CACHE_TTL_S:g} s).",
+    )
+    ds.add_argument("device", metavar="NAME_OR_ID", help="device name or id")
+    ds.add_argument("--unit", help="new unit (1-16 characters)")
+    ds.add_argument("--max-rate", type=float, help="new plausibility limit, unit per hour")
+    ds.add_argument("--roi", type=Path, help="new ROI JSON (with its reference photo)")
+    ds.add_argument("--rename", metavar="NEW", help="new device name")
+    _db(ds)
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=lambda x: _cmd_device_set(x, emit_json))
+    dt = dsub.add_parser(
+        "token",
+        help="issue a new upload token (revokes the old ones); prints it once",
+        description="Rotate a camera's upload token: every token it had is revoked and a new "
+        "one is printed once (stored hashed). Put it on the camera; the old one gets 401 "
+        f"(from running servers within {CACHE_TTL_S:g} s).",
+    )
+    dt.add_argument("device", metavar="NAME_OR_ID", help="device name or id")
+    _db(dt)
+    dt.add_argument("--json", action="store_true")
+    dt.set_defaults(func=lambda x: _cmd_device_token(x, emit_json))
+    dr = dsub.add_parser(
+        "revoke",
+        help="revoke all upload tokens of a camera (decommission)",
+        description="Revoke every upload token of a camera: its uploads get 401 (from "
+        f"running servers within {CACHE_TTL_S:g} s). Readings stay; `gridlens device token` "
+        "issues a new token.",
+    )
+    dr.add_argument("device", metavar="NAME_OR_ID", help="device name or id")
+    _db(dr)
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=lambda x: _cmd_device_revoke(x, emit_json))
 
     u = sub.add_parser("user", help="dashboard users and API tokens")
-    usub = u.add_subparsers(dest="user_command", metavar="{add}")
+    usub = u.add_subparsers(dest="user_command", metavar="{add,list,token,revoke}")
     ua = usub.add_parser(
         "add",
         help="create a user; prints the password and an API token once",
@@ -101,6 +142,31 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     _db(ua)
     ua.add_argument("--json", action="store_true")
     ua.set_defaults(func=lambda x: _cmd_user_add(x, emit_json))
+    ul = usub.add_parser("list", help="users with their role and live API tokens")
+    _db(ul)
+    ul.add_argument("--json", action="store_true")
+    ul.set_defaults(func=lambda x: _cmd_user_list(x, emit_json))
+    ut = usub.add_parser(
+        "token",
+        help="issue another API token for a user; prints it once",
+        description="Issue a new API token for a user (printed once, stored hashed). The "
+        "user's other tokens keep working: `gridlens user revoke` first to replace a leaked one.",
+    )
+    ut.add_argument("name")
+    _db(ut)
+    ut.add_argument("--json", action="store_true")
+    ut.set_defaults(func=lambda x: _cmd_user_token(x, emit_json))
+    ur = usub.add_parser(
+        "revoke",
+        help="revoke all API tokens of a user (and dashboard sessions with --sessions)",
+        description="Revoke every API token of a user, at once on every server. With "
+        "--sessions the user's dashboard logins end too.",
+    )
+    ur.add_argument("name")
+    ur.add_argument("--sessions", action="store_true", help="also end dashboard sessions")
+    _db(ur)
+    ur.add_argument("--json", action="store_true")
+    ur.set_defaults(func=lambda x: _cmd_user_revoke(x, emit_json))
 
     m = sub.add_parser("db", help="database maintenance")
     msub = m.add_subparsers(dest="db_command", metavar="{upgrade}")
@@ -150,19 +216,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
+def _read_roi(path: Path) -> tuple[dict[str, Any], bytes | None]:
+    """An ROI file (validated) and the bytes of the reference photo it names, if any."""
     from gridlens.meter.roi import load_roi
+
+    roi = load_roi(path)  # validates; resolves the reference path
+    ref_bytes = None
+    if roi.reference is not None and roi.reference.image_path is not None:
+        ref = roi.reference.image_path
+        if not ref.is_file():
+            raise NotFoundError(f"reference photo {ref} (named in {path}) does not exist")
+        ref_bytes = ref.read_bytes()
+    return roi.to_dict(), ref_bytes
+
+
+def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.server.ingest import device_roi
     from gridlens.store import Store
 
-    roi = load_roi(args.roi)  # validates; resolves the reference path
-    ref_bytes = None
-    if roi.reference is not None and roi.reference.image_path is not None:
-        path = roi.reference.image_path
-        if not path.is_file():
-            raise NotFoundError(f"reference photo {path} (named in {args.roi}) does not exist")
-        ref_bytes = path.read_bytes()
-    doc = device_roi(roi.to_dict(), ref_bytes)
+    roi, ref_bytes = _read_roi(args.roi)
+    doc = device_roi(roi, ref_bytes)
     store = Store.open(args.db)
     try:
         dev, token = store.add_device(
@@ -203,6 +276,128 @@ def _cmd_device_list(args: argparse.Namespace, emit_json: Any) -> int:
             f"{r['id']:>4}  {r['name']:<20} {val:>12} {r['unit']:<5} "
             f"{last.get('captured_at') or '-':<21} {last.get('status') or '-'}"
         )
+    return 0
+
+
+def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.server.ingest import device_roi
+    from gridlens.store import Store
+    from gridlens.store.repo import device_dict
+
+    if args.unit is None and args.max_rate is None and args.roi is None and args.rename is None:
+        raise ParameterError("nothing to change: give --unit, --max-rate, --roi or --rename")
+    roi = ref_bytes = None
+    if args.roi is not None:
+        roi, ref_bytes = _read_roi(args.roi)  # before the database: a bad file changes nothing
+    store = Store.open(args.db)
+    try:
+        dev = store.device(_device_id(store, args.device))
+        if roi is not None:  # boxes inside the new reference photo, or else the stored one
+            roi = device_roi(roi, ref_bytes if ref_bytes is not None else dev.reference_jpeg)
+        dev = store.update_device(
+            dev.id,
+            actor=f"cli:{_whoami()}",
+            unit=args.unit,
+            max_rate=args.max_rate,
+            roi=roi,
+            name=args.rename,
+            reference_jpeg=ref_bytes,
+        )
+    finally:
+        store.close()
+    if args.json:
+        emit_json(device_dict(dev))
+    else:
+        rate = "-" if dev.max_rate is None else f"{dev.max_rate:g} {dev.unit}/h"
+        print(f"device {dev.id} ({dev.name}): unit {dev.unit}, max rate {rate}")
+    return 0
+
+
+def _cmd_device_token(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.store import Store
+
+    store = Store.open(args.db)
+    try:
+        dev = store.device(_device_id(store, args.device))
+        token = store.rotate_device_token(dev.id, actor=f"cli:{_whoami()}")
+    finally:
+        store.close()
+    if args.json:
+        emit_json({"device_id": dev.id, "token": token})
+    else:
+        print(f"device {dev.id} ({dev.name}): old upload tokens revoked")
+        print(f"upload token (shown once): {token}")
+    return 0
+
+
+def _cmd_device_revoke(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.store import Store
+
+    store = Store.open(args.db)
+    try:
+        dev = store.device(_device_id(store, args.device))
+        n = store.revoke_device_tokens(dev.id, actor=f"cli:{_whoami()}")
+    finally:
+        store.close()
+    if args.json:
+        emit_json({"device_id": dev.id, "revoked": n})
+    else:
+        print(
+            f"device {dev.id} ({dev.name}): {n} upload token{'' if n == 1 else 's'} revoked; "
+            f"`gridlens device token {dev.id}` issues a new one"
+        )
+    return 0
+
+
+def _cmd_user_list(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.store import Store
+
+    store = Store.open(args.db)
+    try:
+        rows = store.users()
+    finally:
+        store.close()
+    if args.json:
+        emit_json({"users": rows})
+        return 0
+    print(f"{'name':<20} {'role':<9} {'created':<24} {'API tokens':>10} {'sessions':>8}")
+    for r in rows:
+        print(
+            f"{r['name']:<20} {r['role']:<9} {r['created_at']:<24} {r['api_tokens']:>10} "
+            f"{r['sessions']:>8}"
+        )
+    return 0
+
+
+def _cmd_user_token(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.store import Store
+
+    store = Store.open(args.db)
+    try:
+        token = store.new_api_token(args.name, actor=f"cli:{_whoami()}")
+    finally:
+        store.close()
+    if args.json:
+        emit_json({"user": args.name, "token": token})
+    else:
+        print(f"API token for {args.name} (shown once): {token}")
+    return 0
+
+
+def _cmd_user_revoke(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.store import Store
+
+    kind = "all" if args.sessions else "api"
+    store = Store.open(args.db)
+    try:
+        n = store.revoke_user_tokens(args.name, actor=f"cli:{_whoami()}", kind=kind)
+    finally:
+        store.close()
+    if args.json:
+        emit_json({"user": args.name, "revoked": n})
+    else:
+        what = "API tokens and sessions" if args.sessions else "API tokens"
+        print(f"user {args.name}: {n} {what} revoked")
     return 0
 
 
@@ -299,8 +494,15 @@ def add_interop_commands(sub: Any, emit_json: Any) -> None:
 
 
 def _device_id(store: Any, ref: str) -> int:
+    """The id of the device with id ``ref`` (digits) or else named ``ref``."""
     if ref.isdigit():
-        return int(store.device(int(ref)).id)
+        try:
+            return int(store.device(int(ref)).id)
+        except NotFoundError:
+            try:
+                return int(store.device_by_name(ref).id)
+            except NotFoundError:
+                raise NotFoundError(f"no device with id or name {ref!r}") from None
     return int(store.device_by_name(ref).id)
 
 

@@ -9,13 +9,14 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from gridlens.errors import DataFormatError
 from gridlens.server import auth
 from gridlens.server.ingest import PayloadTooLarge, device_roi, ingest
 from gridlens.store.repo import (
+    CACHE_TTL_S,
     Principal,
     Store,
     command_dict,
@@ -50,6 +51,36 @@ class DeviceCreated(BaseModel):
     token: str = Field(description="the device's upload token; shown only once")
 
 
+class DeviceUpdate(BaseModel):
+    """The settings to change; a field left out (or null) stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, examples=["meter-kitchen-2"])
+    unit: str | None = Field(None, examples=["m3"])
+    max_rate: float | None = Field(None, description="plausibility limit, unit per hour")
+    roi: dict[str, Any] | None = Field(
+        None,
+        description="a new ROI JSON of `gridlens read --roi` (its boxes must lie inside the "
+        "reference photo: the new one if given, else the stored one)",
+    )
+    reference_jpeg_b64: str | None = Field(
+        None, description="base64 of a new reference photo the ROI boxes refer to"
+    )
+
+
+class TokensRevoked(BaseModel):
+    revoked: int = Field(description="how many live tokens were revoked")
+
+
+_TTL = f"{CACHE_TTL_S:g} s"  # how long other server processes may cache a device token
+_ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no, unknown, expired or revoked credentials"},
+    403: {"description": "the caller is not an admin"},
+    404: {"description": "no device with this id"},
+}
+
+
 class CommandIn(BaseModel):
     action: Literal["relay", "flash", "capture", "interval"]
     state: str | None = Field(None, examples=["off"])
@@ -71,15 +102,20 @@ def _time(q: str | None, what: str) -> float | None:
     return None if q is None else parse_time(q, what)
 
 
+def _reference(b64: str | None) -> bytes | None:
+    """The reference photo of a device request, decoded from base64 (None: not given)."""
+    if not b64:
+        return None
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise DataFormatError("reference_jpeg_b64 is not valid base64") from None
+
+
 @router.post("/devices", status_code=201, response_model=DeviceCreated, tags=["devices"])
 def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
     """Register a camera (admin). The upload token is returned once and stored hashed."""
-    ref = None
-    if body.reference_jpeg_b64:
-        try:
-            ref = base64.b64decode(body.reference_jpeg_b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise DataFormatError("reference_jpeg_b64 is not valid base64") from None
+    ref = _reference(body.reference_jpeg_b64)
     dev, token = _store(request).add_device(
         body.name,
         device_roi(body.roi, ref),
@@ -102,6 +138,71 @@ def list_devices(request: Request, who: Viewer) -> list[dict[str, Any]]:
 def get_device(device_id: int, request: Request, who: Viewer) -> dict[str, Any]:
     d = _store(request).device(device_id)
     return {**device_dict(d), "roi": d.roi}
+
+
+@router.patch(
+    "/devices/{device_id}",
+    tags=["devices"],
+    responses={
+        **_ADMIN_ERRORS,
+        409: {"description": "another device has this name"},
+        422: {"description": "a value out of range, an invalid ROI or an unknown field"},
+    },
+    description="Change a camera's name, unit, plausibility limit, ROI or reference photo "
+    "(admin), with the checks of registration; fields left out (or null) stay. Returns the "
+    "device as `GET /devices/{id}` does. The server process that answers uses the change "
+    f"from the next upload, other processes sharing the database within {_TTL}.",
+)
+def update_device(
+    device_id: int, body: DeviceUpdate, request: Request, who: Admin
+) -> dict[str, Any]:
+    store = _store(request)
+    ref = _reference(body.reference_jpeg_b64)
+    roi = None
+    if body.roi is not None or ref is not None:
+        dev = store.device(device_id)
+        roi = device_roi(
+            dev.roi if body.roi is None else body.roi,
+            dev.reference_jpeg if ref is None else ref,
+        )
+    d = store.update_device(
+        device_id,
+        actor=who.name,
+        unit=body.unit,
+        max_rate=body.max_rate,
+        roi=roi,
+        name=body.name,
+        reference_jpeg=ref,
+    )
+    return {**device_dict(d), "roi": d.roi}
+
+
+@router.post(
+    "/devices/{device_id}/token",
+    status_code=201,
+    response_model=DeviceCreated,
+    tags=["devices"],
+    responses=_ADMIN_ERRORS,
+    description="Issue a new upload token for a camera and revoke all its others (admin). "
+    "The token is returned once and stored hashed. The old one gets 401 at once from the "
+    f"server process that answers, from other processes sharing the database within {_TTL}.",
+)
+def rotate_device_token(device_id: int, request: Request, who: Admin) -> dict[str, Any]:
+    token = _store(request).rotate_device_token(device_id, actor=who.name)
+    return {"device_id": device_id, "token": token}
+
+
+@router.delete(
+    "/devices/{device_id}/token",
+    response_model=TokensRevoked,
+    tags=["devices"],
+    responses=_ADMIN_ERRORS,
+    description="Revoke every upload token of a camera (admin; decommissioning): its uploads "
+    f"get 401 at once (from other server processes within {_TTL}); its readings stay. "
+    "`POST /devices/{id}/token` issues a new token.",
+)
+def revoke_device_tokens(device_id: int, request: Request, who: Admin) -> dict[str, Any]:
+    return {"revoked": _store(request).revoke_device_tokens(device_id, actor=who.name)}
 
 
 @router.get("/devices/{device_id}/readings", tags=["readings"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     cast,
     func,
     literal,
@@ -51,6 +53,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 _CAPTURE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
 SESSION_TTL_S = 12 * 3600.0
 COMMAND_TTL_S = 600.0
+CACHE_TTL_S = 10.0
+"""How long a server process trusts its cached device tokens and device rows [s].
+
+A token revoked or rotated, or a device changed, through a :class:`Store` stops working (or
+changes) at once in that process; every other process sharing the database notices within
+this many seconds. User API tokens and sessions are never cached.
+"""
+TOKEN_KINDS = ("api", "session", "all")
 
 # action -> (allowed states, value range or None)
 COMMANDS: dict[str, tuple[tuple[str, ...], tuple[int, int] | None]] = {
@@ -87,6 +97,21 @@ def check_name(name: str, what: str) -> str:
             "or '-', starting with a letter or digit"
         )
     return name
+
+
+def check_device_settings(unit: str, max_rate: float | None, interval_s: int) -> None:
+    """Refuse a device's unit, plausibility limit or photo interval out of range."""
+    if max_rate is not None and not (
+        isinstance(max_rate, int | float)
+        and not isinstance(max_rate, bool)
+        and math.isfinite(max_rate)
+        and max_rate > 0
+    ):
+        raise ParameterError(f"max_rate must be > 0 {unit} per hour, got {max_rate!r}")
+    if not 10 <= interval_s <= 86400:
+        raise ParameterError(f"interval_s must be in [10, 86400], got {interval_s!r}")
+    if not isinstance(unit, str) or not unit or len(unit) > 16:
+        raise ParameterError(f"unit must be 1-16 characters, got {unit!r}")
 
 
 def check_capture_id(capture_id: str) -> str:
@@ -388,6 +413,10 @@ class Store:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._device_cache: dict[int, tuple[float, Device]] = {}
         self._token_cache: dict[str, tuple[float, Principal]] = {}
+        # Writers of the two caches hold the lock; readers do not. The generation grows with
+        # every invalidation, so a lookup that raced with a revocation is not cached.
+        self._cache_lock = threading.Lock()
+        self._cache_gen = 0
         dialect = engine.dialect.name
         # Single statements need no transaction around them: on PostgreSQL autocommit saves
         # the BEGIN and COMMIT round trips (SQLite starts none for a SELECT anyway).
@@ -535,20 +564,134 @@ class Store:
     def resolve(self, token: str, now: float | None = None) -> Principal | None:
         """The principal behind a bearer token or session, or None (unknown/expired/revoked).
 
-        Device tokens (never expiring, checked on every upload) are remembered for 10 s
-        per process; user tokens and sessions are looked up every time.
+        Device tokens (never expiring, checked on every upload) are remembered for
+        :data:`CACHE_TTL_S` (10 s) per process; user tokens and sessions are looked up every
+        time. A device token revoked or rotated through this store is forgotten at once;
+        another server process sharing the database accepts it for at most ``CACHE_TTL_S``
+        more.
         """
         if token.startswith(security.TOKEN_PREFIX["device"]):
             hit = self._token_cache.get(token)
-            if hit is not None and time.monotonic() - hit[0] < 10.0:
+            if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
                 return hit[1]
+            gen = self._cache_gen
             p = self._resolve(token, now)
             if p is not None:
-                if len(self._token_cache) > 100_000:
-                    self._token_cache.clear()
-                self._token_cache[token] = (time.monotonic(), p)
+                with self._cache_lock:
+                    if gen == self._cache_gen:  # no revocation while it was looked up
+                        if len(self._token_cache) > 100_000:
+                            self._token_cache.clear()
+                        self._token_cache[token] = (time.monotonic(), p)
             return p
         return self._resolve(token, now)
+
+    def _forget_device(self, device_id: int) -> None:
+        """Drop a device's cached tokens and row (call after its change is committed)."""
+        with self._cache_lock:
+            self._cache_gen += 1
+            self._device_cache.pop(device_id, None)
+            stale = [t for t, (_, p) in self._token_cache.items() if p.device_id == device_id]
+            for t in stale:
+                del self._token_cache[t]
+
+    @staticmethod
+    def _revoke_tokens(s: Session, owner: Any, kinds: tuple[str, ...], now: float) -> int:
+        """Revoke the live tokens of ``kinds`` matching ``owner``; returns how many."""
+        res = s.connection().execute(  # Core: the rowcount, no ORM objects to synchronize
+            update(Token)
+            .where(
+                owner,
+                Token.kind.in_(kinds),
+                Token.revoked.is_(False),
+                or_(Token.expires_at.is_(None), Token.expires_at > now),
+            )
+            .values(revoked=True)
+        )
+        return int(res.rowcount)
+
+    @staticmethod
+    def _user(s: Session, name: str) -> User:
+        user = s.scalar(select(User).where(User.name == name))
+        if user is None:
+            raise NotFoundError(f"no user named {name!r}")
+        return user
+
+    def new_api_token(self, user_name: str, *, actor: str) -> str:
+        """Issue another API token for a user; returned once, stored hashed.
+
+        The user's other tokens keep working: revoke them with :meth:`revoke_user_tokens`
+        (first, to replace a leaked one).
+        """
+        now = time.time()
+        token = security.new_token("api")
+        with self.session() as s:
+            user = self._user(s, user_name)
+            s.add(
+                Token(
+                    token_hash=security.token_hash(token),
+                    kind="api",
+                    user_id=user.id,
+                    created_at=now,
+                )
+            )
+            self._audit(s, actor, "user.token.new", f"user:{user.name}", None, now)
+        return token
+
+    def revoke_user_tokens(self, user_name: str, *, actor: str, kind: str = "api") -> int:
+        """Revoke a user's live API tokens (``kind="api"``), dashboard sessions
+        (``"session"``) or both (``"all"``); returns how many were revoked.
+
+        User tokens and sessions are never cached, so this takes effect at once in every
+        server process.
+        """
+        if kind not in TOKEN_KINDS:
+            raise ParameterError(f"kind must be one of {', '.join(TOKEN_KINDS)}, got {kind!r}")
+        kinds = ("api", "session") if kind == "all" else (kind,)
+        now = time.time()
+        with self.session() as s:
+            user = self._user(s, user_name)
+            n = self._revoke_tokens(s, Token.user_id == user.id, kinds, now)
+            self._audit(
+                s,
+                actor,
+                "user.token.revoke",
+                f"user:{user.name}",
+                {"kind": kind, "revoked": n},
+                now,
+            )
+        return n
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user (oldest first): id, name, role, created_at and the numbers of live
+        API tokens and dashboard sessions."""
+        now = time.time()
+        live = and_(
+            Token.user_id == User.id,
+            Token.revoked.is_(False),
+            or_(Token.expires_at.is_(None), Token.expires_at > now),
+        )
+
+        def count(kind: str) -> Any:
+            return func.coalesce(func.sum(case((Token.kind == kind, 1), else_=0)), 0)
+
+        with self.session() as s:
+            rows = s.execute(
+                select(User, count("api"), count("session"))
+                .outerjoin(Token, live)
+                .group_by(User.id)
+                .order_by(User.id)
+            ).all()
+        return [
+            {
+                "id": u.id,
+                "name": u.name,
+                "role": u.role,
+                "created_at": iso(u.created_at),
+                "api_tokens": int(api),
+                "sessions": int(sessions),
+            }
+            for u, api, sessions in rows
+        ]
 
     def _resolve(self, token: str, now: float | None = None) -> Principal | None:
         now = time.time() if now is None else now
@@ -584,12 +727,7 @@ class Store:
     ) -> tuple[Device, str]:
         """Register a camera; returns (device, upload token) — the token is shown only once."""
         check_name(name, "device")
-        if max_rate is not None and not (math.isfinite(max_rate) and max_rate > 0):
-            raise ParameterError(f"max_rate must be > 0 {unit} per hour, got {max_rate!r}")
-        if not 10 <= interval_s <= 86400:
-            raise ParameterError(f"interval_s must be in [10, 86400], got {interval_s!r}")
-        if not unit or len(unit) > 16:
-            raise ParameterError(f"unit must be 1-16 characters, got {unit!r}")
+        check_device_settings(unit, max_rate, interval_s)
         now = time.time()
         token = security.new_token("device")
         try:
@@ -619,15 +757,126 @@ class Store:
             raise ConflictError(f"a device named {name!r} already exists") from None
         return dev, token
 
-    def device_cached(self, device_id: int, ttl_s: float = 10.0) -> Device:
-        """:meth:`device` through a per-process cache (the upload path; ROI changes reach
-        every process within ``ttl_s``)."""
+    def device_cached(self, device_id: int, ttl_s: float | None = None) -> Device:
+        """:meth:`device` through a per-process cache (the upload path).
+
+        A change made with :meth:`update_device` is seen at once by this store; other server
+        processes see it within ``ttl_s`` (default :data:`CACHE_TTL_S`, 10 s).
+        """
+        ttl = CACHE_TTL_S if ttl_s is None else ttl_s
         now = time.monotonic()
         hit = self._device_cache.get(device_id)
-        if hit is not None and now - hit[0] < ttl_s:
+        if hit is not None and now - hit[0] < ttl:
             return hit[1]
+        gen = self._cache_gen
         dev = self.device(device_id)
-        self._device_cache[device_id] = (now, dev)
+        with self._cache_lock:
+            if gen == self._cache_gen:  # not changed while it was looked up
+                self._device_cache[device_id] = (now, dev)
+        return dev
+
+    @staticmethod
+    def _locked_device(s: Session, device_id: int) -> Device:
+        """The device row, locked until the transaction ends (PostgreSQL; SQLite has one
+        writer at a time anyway)."""
+        dev = s.scalar(select(Device).where(Device.id == device_id).with_for_update())
+        if dev is None:
+            raise NotFoundError(f"no device with id {device_id}")
+        return dev
+
+    def rotate_device_token(self, device_id: int, *, actor: str) -> str:
+        """Revoke every live upload token of a device and issue a new one (stored hashed, as
+        :meth:`add_device` does); the new token is returned once.
+
+        The old token gets 401 at once from the server process that owns this store; other
+        processes sharing the database accept it for at most :data:`CACHE_TTL_S` (10 s).
+        """
+        now = time.time()
+        token = security.new_token("device")
+        with self.session() as s:
+            dev = self._locked_device(s, device_id)
+            n = self._revoke_tokens(s, Token.device_id == dev.id, ("device",), now)
+            s.add(
+                Token(
+                    token_hash=security.token_hash(token),
+                    kind="device",
+                    device_id=dev.id,
+                    created_at=now,
+                )
+            )
+            self._audit(s, actor, "device.token.rotate", f"device:{dev.id}", {"revoked": n}, now)
+        self._forget_device(device_id)
+        return token
+
+    def revoke_device_tokens(self, device_id: int, *, actor: str) -> int:
+        """Revoke every upload token of a device (decommissioning): its uploads get 401
+        until :meth:`rotate_device_token` issues a new one. Returns how many were revoked.
+
+        Immediate in this process; other server processes sharing the database accept a
+        revoked token for at most :data:`CACHE_TTL_S` (10 s).
+        """
+        now = time.time()
+        with self.session() as s:
+            dev = self._locked_device(s, device_id)
+            n = self._revoke_tokens(s, Token.device_id == dev.id, ("device",), now)
+            self._audit(s, actor, "device.token.revoke", f"device:{dev.id}", {"revoked": n}, now)
+        self._forget_device(device_id)
+        return n
+
+    def update_device(
+        self,
+        device_id: int,
+        *,
+        actor: str,
+        unit: str | None = None,
+        max_rate: float | None = None,
+        roi: dict[str, Any] | None = None,
+        name: str | None = None,
+        reference_jpeg: bytes | None = None,
+    ) -> Device:
+        """Change a device's unit, plausibility limit, ROI, reference photo or name (None:
+        unchanged), with the checks of :meth:`add_device`; returns the device.
+
+        ``roi`` is stored as given: validate it first, like for :meth:`add_device`
+        (:func:`gridlens.server.ingest.device_roi`). Sets ``updated_at``, so every server
+        process rebuilds the meter's reader; the process owning this store sees the change
+        at once, others within :data:`CACHE_TTL_S` (10 s). Values equal to the stored ones
+        change nothing and are not audited.
+        """
+        if all(v is None for v in (unit, max_rate, roi, name, reference_jpeg)):
+            raise ParameterError(
+                "nothing to change: give a new unit, max_rate, roi, reference photo or name"
+            )
+        if name is not None:
+            check_name(name, "device")
+        now = time.time()
+        try:
+            with self.session() as s:
+                dev = self._locked_device(s, device_id)
+                check_device_settings(
+                    dev.unit if unit is None else unit,
+                    dev.max_rate if max_rate is None else max_rate,
+                    dev.interval_s,
+                )
+                detail: dict[str, Any] = {}
+                for field, new in (("name", name), ("unit", unit), ("max_rate", max_rate)):
+                    old = getattr(dev, field)
+                    if new is not None and new != old:
+                        detail[field] = [old, new]
+                        setattr(dev, field, new)
+                if roi is not None and roi != dev.roi:
+                    detail["roi"] = "replaced"
+                    dev.roi = roi
+                if reference_jpeg is not None and reference_jpeg != dev.reference_jpeg:
+                    detail["reference_jpeg"] = "replaced"
+                    dev.reference_jpeg = reference_jpeg
+                if not detail:
+                    return dev
+                dev.updated_at = max(now, dev.updated_at + 1e-6)  # always a new reader
+                self._audit(s, actor, "device.update", f"device:{dev.id}", detail, now)
+        except IntegrityError:
+            raise ConflictError(f"a device named {name!r} already exists") from None
+        self._forget_device(device_id)
         return dev
 
     def device(self, device_id: int) -> Device:
