@@ -247,7 +247,10 @@ def plot_eps(
             ax = axes[i][j]
             for m in models:
                 for aug, ls in (("mi-fgsm", "-"), ("random", "--")):
-                    stats = [agg(_sel(study, t.key, m, e, aug), key) for e in eps]
+                    # ε = 0 is the plain model for both lines
+                    stats = [
+                        agg(_sel(study, t.key, m, e, aug if e else "mi-fgsm"), key) for e in eps
+                    ]
                     y = np.array([s[0] for s in stats])
                     err = np.array([0.0 if math.isnan(s[1]) else s[1] for s in stats])
                     ax.errorbar(
