@@ -112,7 +112,7 @@ def run_load(
 ) -> dict[str, Any]:
     """Open loop (rate) or closed loop (rate None). Returns statuses, latencies, acked ids."""
     lat: list[float] = []
-    at: list[float] = []  # scheduled send time of each 201, from t0 [s]
+    sent: list[float] = []  # scheduled send time of each 201, from t0 [s]
     statuses: dict[int | str, int] = {}
     acked: list[tuple[int, str]] = []
     lock = threading.Lock()
@@ -154,7 +154,7 @@ def run_load(
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 201:
                     lat.append(done - sched)
-                    at.append(sched - t0)
+                    sent.append(sched - t0)
                     acked.append((dev, cid))
             bar.update(1)
 
@@ -170,7 +170,7 @@ def run_load(
     bar.close()
     wall = max(time.perf_counter() - t0, 1e-9)
     a = np.array(lat) * 1000 if lat else np.array([np.nan])
-    sec = np.floor(np.array(at)).astype(int) if at else np.zeros(0, int)
+    sec = np.floor(np.array(sent)).astype(int) if sent else np.zeros(0, int)
     worst = (math.nan, -1, 0)  # p99 [ms], second, requests of the worst 1-s bucket
     slow_s = 0
     for k in np.unique(sec):
@@ -182,7 +182,7 @@ def run_load(
     return {
         "statuses": statuses,
         "acked": acked,
-        "timeline": (np.array(at), a),
+        "timeline": (np.array(sent), a[: len(sent)]),
         "worst_second": worst,
         "slow_seconds": slow_s,
         "rate": len(lat) / min(wall, seconds + 30),

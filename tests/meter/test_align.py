@@ -126,6 +126,12 @@ def test_auto_falls_back_to_features_when_markers_fail(
     al = aligners["auto"].align(img)
     assert al.method == "features" and al.inliers >= 8
     assert _corner_error(al.matrix, m.transform, roi) < 1.0
+    # a new reader with markers prepares its features only now, on the first failure
+    fresh = Aligner(reference[0], roi)
+    assert fresh.align(m.image).method == "markers"
+    again = fresh.align(img)
+    assert again.method == "features"
+    np.testing.assert_allclose(again.matrix, al.matrix, atol=1e-9)
 
 
 @pytest.mark.parametrize("method", ["auto", "markers", "features"])

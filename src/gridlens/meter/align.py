@@ -302,35 +302,50 @@ class Aligner:
 
         # Features: ORB at half resolution outside the counter window (digits change between
         # photos), plus automatically chosen patches for the full-resolution refinement.
+        # With markers, "auto" needs the features only when the markers fail: they are
+        # computed then (about 8 ms of a 10 ms build; a server builds one reader per meter
+        # and process, so a restart with thousands of meters would pay it for each).
         self._use_features = method in ("auto", "features")
         self._kp_ref = np.zeros((0, 2), np.float32)
         self._des_ref: U8 | None = None
         self._patches: tuple[Box, ...] = ()
         self._patch_tmpl: list[U8] = []
         self._patch_centers = np.zeros((0, 2), np.float64)
-        if self._use_features:
-            mask = np.full((h, w), 255, np.uint8)
-            c = self._counter
-            pad = max(16, c.h // 3)
-            mask[max(0, c.y - pad) : c.y2 + pad, max(0, c.x - pad) : c.x2 + pad] = 0
-            mask_half = cv2.resize(mask, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
-            kps, des = _orb(_N_FEATURES_REF).detectAndCompute(half, mask_half)
-            if des is None or len(kps) < 2 * _MIN_MATCHES:
-                if method == "features" or not self._use_markers:
-                    raise ComputationError(
-                        f"the reference image has only {0 if des is None else len(kps)} "
-                        f"distinctive features outside the counter (need {2 * _MIN_MATCHES}); "
-                        "use a sharper, well-lit reference photo or add marker boxes"
-                    )
-                self._use_features = False
-            else:
-                self._kp_ref = np.array([k.pt for k in kps], dtype=np.float32) * 2.0 + 0.5
-                self._des_ref = _u8(des)
-                self._patches = _auto_patches(ref, mask)
-                self._patch_tmpl = [ref[b.y : b.y2, b.x : b.x2].copy() for b in self._patches]
-                self._patch_centers = np.array(
-                    [b.center for b in self._patches], dtype=np.float64
-                ).reshape(-1, 2)
+        self._features_pending = self._use_features and self._use_markers
+        self._half_ref = half
+        if self._use_features and not self._features_pending:
+            self._prepare_features()
+
+    def _prepare_features(self) -> None:
+        """ORB features of the reference and the patches of the full-resolution refinement."""
+        ref, half = self._ref, self._half_ref
+        assert ref is not None
+        h, w = ref.shape
+        mask = np.full((h, w), 255, np.uint8)
+        c = self._counter
+        pad = max(16, c.h // 3)
+        mask[max(0, c.y - pad) : c.y2 + pad, max(0, c.x - pad) : c.x2 + pad] = 0
+        mask_half = cv2.resize(mask, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
+        kps, des = _orb(_N_FEATURES_REF).detectAndCompute(half, mask_half)
+        if des is None or len(kps) < 2 * _MIN_MATCHES:
+            if self.method == "features" or not self._use_markers:
+                raise ComputationError(
+                    f"the reference image has only {0 if des is None else len(kps)} "
+                    f"distinctive features outside the counter (need {2 * _MIN_MATCHES}); "
+                    "use a sharper, well-lit reference photo or add marker boxes"
+                )
+            self._use_features = False
+        else:
+            self._kp_ref = np.array([k.pt for k in kps], dtype=np.float32) * 2.0 + 0.5
+            self._des_ref = _u8(des)
+            self._patches = _auto_patches(ref, mask)
+            self._patch_tmpl = [ref[b.y : b.y2, b.x : b.x2].copy() for b in self._patches]
+            self._patch_centers = np.array(
+                [b.center for b in self._patches], dtype=np.float64
+            ).reshape(-1, 2)
+        # last: a thread that sees it False finds every attribute set (two threads racing
+        # here compute the same values twice, which is harmless)
+        self._features_pending = False
 
     @classmethod
     def from_roi(cls, roi: MeterROI, *, method: Method = "auto", min_score: float = 0.5) -> Aligner:
@@ -410,7 +425,7 @@ class Aligner:
         if self._use_markers:
             methods.append(("markers", self._align_markers))
         if self._use_features:
-            methods.append(("features", self._align_features))
+            methods.append(("features", self._align_features_lazily))
         failures: list[_Failure] = []
         for method, run in methods:
             try:
@@ -446,6 +461,16 @@ class Aligner:
         )
 
     # -----------------------------------------------------------------------------------------
+
+    def _align_features_lazily(self, gray: U8, half: U8) -> tuple[F64, int]:
+        if self._features_pending:
+            self._prepare_features()
+            if not self._use_features:  # the reference has too few features
+                raise _Failure(
+                    "the reference image has too few distinctive features outside the counter",
+                    "use a sharper, well-lit reference photo",
+                )
+        return self._align_features(gray, half)
 
     def _align_markers(self, gray: U8, half: U8) -> tuple[F64, int]:
         rw, rh = self.size
