@@ -8,10 +8,15 @@ import base64
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gridlens.errors import DataFormatError, NotFoundError, ParameterError
+
+if TYPE_CHECKING:
+    from gridlens.store import Store
 
 # gridlens.store.repo.CACHE_TTL_S (a test keeps them equal): importing the store here would
 # load SQLAlchemy for every gridlens command
@@ -232,12 +237,10 @@ def _read_roi(path: Path) -> tuple[dict[str, Any], bytes | None]:
 
 def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.server.ingest import device_roi
-    from gridlens.store import Store
 
     roi, ref_bytes = _read_roi(args.roi)
     doc = device_roi(roi, ref_bytes)
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         dev, token = store.add_device(
             args.name,
             doc,
@@ -247,8 +250,6 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
             interval_s=args.interval_s,
             actor=f"cli:{_whoami()}",
         )
-    finally:
-        store.close()
     if args.json:
         emit_json({"device_id": dev.id, "token": token})
     else:
@@ -258,13 +259,9 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_device_list(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         rows = store.overview()
-    finally:
-        store.close()
     if args.json:
         emit_json({"devices": rows})
         return 0
@@ -281,7 +278,6 @@ def _cmd_device_list(args: argparse.Namespace, emit_json: Any) -> int:
 
 def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.server.ingest import device_roi
-    from gridlens.store import Store
     from gridlens.store.repo import device_dict
 
     if args.unit is None and args.max_rate is None and args.roi is None and args.rename is None:
@@ -289,8 +285,7 @@ def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
     roi = ref_bytes = None
     if args.roi is not None:
         roi, ref_bytes = _read_roi(args.roi)  # before the database: a bad file changes nothing
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         dev = store.device(_device_id(store, args.device))
         if roi is not None:  # boxes inside the new reference photo, or else the stored one
             roi = device_roi(roi, ref_bytes if ref_bytes is not None else dev.reference_jpeg)
@@ -303,8 +298,6 @@ def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
             name=args.rename,
             reference_jpeg=ref_bytes,
         )
-    finally:
-        store.close()
     if args.json:
         emit_json(device_dict(dev))
     else:
@@ -314,14 +307,10 @@ def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_device_token(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         dev = store.device(_device_id(store, args.device))
         token = store.rotate_device_token(dev.id, actor=f"cli:{_whoami()}")
-    finally:
-        store.close()
     if args.json:
         emit_json({"device_id": dev.id, "token": token})
     else:
@@ -331,14 +320,10 @@ def _cmd_device_token(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_device_revoke(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         dev = store.device(_device_id(store, args.device))
         n = store.revoke_device_tokens(dev.id, actor=f"cli:{_whoami()}")
-    finally:
-        store.close()
     if args.json:
         emit_json({"device_id": dev.id, "revoked": n})
     else:
@@ -350,13 +335,9 @@ def _cmd_device_revoke(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_list(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         rows = store.users()
-    finally:
-        store.close()
     if args.json:
         emit_json({"users": rows})
         return 0
@@ -370,13 +351,9 @@ def _cmd_user_list(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_token(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         token = store.new_api_token(args.name, actor=f"cli:{_whoami()}")
-    finally:
-        store.close()
     if args.json:
         emit_json({"user": args.name, "token": token})
     else:
@@ -385,14 +362,10 @@ def _cmd_user_token(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_revoke(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
     kind = "all" if args.sessions else "api"
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         n = store.revoke_user_tokens(args.name, actor=f"cli:{_whoami()}", kind=kind)
-    finally:
-        store.close()
     if args.json:
         emit_json({"user": args.name, "revoked": n})
     else:
@@ -402,7 +375,6 @@ def _cmd_user_revoke(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_add(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
 
     password = None
     if args.password_stdin:
@@ -410,13 +382,10 @@ def _cmd_user_add(args: argparse.Namespace, emit_json: Any) -> int:
         if not password:
             raise DataFormatError("no password on stdin")
     role = "admin" if args.admin else args.role
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         user, password, token = store.add_user(
             args.name, role=role, password=password, actor=f"cli:{_whoami()}"
         )
-    finally:
-        store.close()
     if args.json:
         emit_json(
             {
@@ -435,15 +404,23 @@ def _cmd_user_add(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from gridlens.store import Store
     from gridlens.store.db import current_revision
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         print(f"{store.url}: schema at revision {current_revision(store.engine)}")
+    return 0
+
+
+@contextmanager
+def _open_store(url: str | None) -> Iterator[Store]:
+    """The store at ``url`` (migrated), closed when the block ends."""
+    from gridlens.store import Store
+
+    store = Store.open(url)
+    try:
+        yield store
     finally:
         store.close()
-    return 0
 
 
 def _whoami() -> str:
@@ -507,18 +484,14 @@ def _device_id(store: Any, ref: str) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from gridlens.store import Store
     from gridlens.store.repo import greenbutton_export, readings_csv
 
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         dev_id = _device_id(store, args.device)
         if args.format == "greenbutton":
             data = greenbutton_export(store, dev_id, args.interval)
         else:
             data = readings_csv(store, dev_id).encode()
-    finally:
-        store.close()
     if args.out:
         args.out.write_bytes(data)
         print(f"wrote {args.out} ({len(data):,} bytes)", file=sys.stderr)
@@ -528,18 +501,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.store import Store
     from gridlens.store.repo import greenbutton_import
 
     if not args.file.is_file():
         raise NotFoundError(f"{args.file} does not exist")
-    store = Store.open(args.db)
-    try:
+    with _open_store(args.db) as store:
         doc = greenbutton_import(
             store, _device_id(store, args.device), args.file.read_bytes(), actor=f"cli:{_whoami()}"
         )
-    finally:
-        store.close()
     if args.json:
         emit_json(doc)
     else:

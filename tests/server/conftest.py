@@ -117,3 +117,30 @@ def gb_file() -> Path:
     if not f.is_file():
         pytest.skip(f"Green Button sample not found at {f} (set GRIDLENS_DATA)")
     return f
+
+
+@pytest.fixture
+def api_env(db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A server app on a fresh store with three users: ``client`` (TestClient), ``store``,
+    ``settings`` and the Bearer headers ``admin``, ``operator`` and ``viewer``."""
+    from fastapi.testclient import TestClient
+
+    from gridlens.server.app import create_app
+    from gridlens.server.settings import Settings
+    from gridlens.store import Store
+
+    settings = Settings(db=db_url, data_dir=str(tmp_path / "data"), log_requests=False)
+    store = Store.open(db_url)
+    _, _, admin = store.add_user("ada", role="admin")
+    _, _, oper = store.add_user("otto", role="operator")
+    _, _, view = store.add_user("vera", role="viewer")
+    with TestClient(create_app(settings, store)) as client:
+        yield {
+            "client": client,
+            "store": store,
+            "settings": settings,
+            "admin": {"Authorization": f"Bearer {admin}"},
+            "operator": {"Authorization": f"Bearer {oper}"},
+            "viewer": {"Authorization": f"Bearer {view}"},
+        }
+    store.close()

@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from gridlens.server.app import create_app
-from gridlens.server.settings import Settings
-from gridlens.store import Store
 from gridlens.store.timeutil import iso
 from tests.server.conftest import Layout, upload_headers
 
 
 @pytest.fixture
-def env(db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    settings = Settings(db=db_url, data_dir=str(tmp_path / "data"), log_requests=False)
-    store = Store.open(db_url)
-    _, _, admin = store.add_user("ada", role="admin")
-    _, _, oper = store.add_user("otto", role="operator")
-    _, _, view = store.add_user("vera", role="viewer")
-    app = create_app(settings, store)
-    with TestClient(app) as client:
-        yield {
-            "client": client,
-            "store": store,
-            "settings": settings,
-            "admin": {"Authorization": f"Bearer {admin}"},
-            "operator": {"Authorization": f"Bearer {oper}"},
-            "viewer": {"Authorization": f"Bearer {view}"},
-        }
-    store.close()
+def env(api_env: dict[str, Any]) -> dict[str, Any]:
+    return api_env
 
 
 def _add_device(

@@ -8,17 +8,13 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from gridlens.meter.image import encode_jpeg
 from gridlens.meter.synth import render_reference
-from gridlens.server.app import create_app
-from gridlens.server.settings import Settings
 from gridlens.store import Store, repo
 from tests.server.conftest import Layout, upload_headers
 
@@ -26,21 +22,8 @@ DENIED = "invalid or missing credentials"
 
 
 @pytest.fixture
-def env(db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    settings = Settings(db=db_url, data_dir=str(tmp_path / "data"), log_requests=False)
-    store = Store.open(db_url)
-    _, _, admin = store.add_user("ada", role="admin")
-    _, _, oper = store.add_user("otto", role="operator")
-    _, _, view = store.add_user("vera", role="viewer")
-    with TestClient(create_app(settings, store)) as client:
-        yield {
-            "client": client,
-            "store": store,
-            "admin": {"Authorization": f"Bearer {admin}"},
-            "operator": {"Authorization": f"Bearer {oper}"},
-            "viewer": {"Authorization": f"Bearer {view}"},
-        }
-    store.close()
+def env(api_env: dict[str, Any]) -> dict[str, Any]:
+    return api_env
 
 
 def _add_device(env: dict[str, Any], layout: Layout, name: str = "m1") -> tuple[int, str]:

@@ -114,6 +114,26 @@ def check_device_settings(unit: str, max_rate: float | None, interval_s: int) ->
         raise ParameterError(f"unit must be 1-16 characters, got {unit!r}")
 
 
+def _token_row(
+    token: str,
+    kind: str,
+    now: float,
+    *,
+    user_id: int | None = None,
+    device_id: int | None = None,
+    expires_at: float | None = None,
+) -> Token:
+    """The row of a new secret: only its hash is stored."""
+    return Token(
+        token_hash=security.token_hash(token),
+        kind=kind,
+        user_id=user_id,
+        device_id=device_id,
+        created_at=now,
+        expires_at=expires_at,
+    )
+
+
 def check_capture_id(capture_id: str) -> str:
     if not _CAPTURE_ID.match(capture_id):
         raise ParameterError(
@@ -516,14 +536,7 @@ class Store:
                 )
                 s.add(user)
                 s.flush()
-                s.add(
-                    Token(
-                        token_hash=security.token_hash(token),
-                        kind="api",
-                        user_id=user.id,
-                        created_at=now,
-                    )
-                )
+                s.add(_token_row(token, "api", now, user_id=user.id))
                 self._audit(s, actor, "user.add", f"user:{name}", {"role": role}, now)
         except IntegrityError:
             raise ConflictError(f"a user named {name!r} already exists") from None
@@ -541,15 +554,7 @@ class Store:
         token = security.new_token("session")
         now = time.time()
         with self.session() as s:
-            s.add(
-                Token(
-                    token_hash=security.token_hash(token),
-                    kind="session",
-                    user_id=user.id,
-                    created_at=now,
-                    expires_at=now + ttl_s,
-                )
-            )
+            s.add(_token_row(token, "session", now, user_id=user.id, expires_at=now + ttl_s))
             self._audit(s, user.name, "login", f"user:{user.name}", None, now)
         return token
 
@@ -626,14 +631,7 @@ class Store:
         token = security.new_token("api")
         with self.session() as s:
             user = self._user(s, user_name)
-            s.add(
-                Token(
-                    token_hash=security.token_hash(token),
-                    kind="api",
-                    user_id=user.id,
-                    created_at=now,
-                )
-            )
+            s.add(_token_row(token, "api", now, user_id=user.id))
             self._audit(s, actor, "user.token.new", f"user:{user.name}", None, now)
         return token
 
@@ -744,14 +742,7 @@ class Store:
                 )
                 s.add(dev)
                 s.flush()
-                s.add(
-                    Token(
-                        token_hash=security.token_hash(token),
-                        kind="device",
-                        device_id=dev.id,
-                        created_at=now,
-                    )
-                )
+                s.add(_token_row(token, "device", now, device_id=dev.id))
                 self._audit(s, actor, "device.add", f"device:{dev.id}", {"name": name}, now)
         except IntegrityError:
             raise ConflictError(f"a device named {name!r} already exists") from None
@@ -796,14 +787,7 @@ class Store:
         with self.session() as s:
             dev = self._locked_device(s, device_id)
             n = self._revoke_tokens(s, Token.device_id == dev.id, ("device",), now)
-            s.add(
-                Token(
-                    token_hash=security.token_hash(token),
-                    kind="device",
-                    device_id=dev.id,
-                    created_at=now,
-                )
-            )
+            s.add(_token_row(token, "device", now, device_id=dev.id))
             self._audit(s, actor, "device.token.rotate", f"device:{dev.id}", {"revoked": n}, now)
         self._forget_device(device_id)
         return token
