@@ -7,6 +7,7 @@ import argparse
 import base64
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,9 +191,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.workers > 64:
         raise ParameterError(f"--workers must be 1-64, got {args.workers}")
     host, _, port = args.mqtt.partition(":")
+    data_dir = Path(args.data_dir).resolve()
+    # one folder per server (host and port): /metrics sums this server's workers only, even
+    # when several hosts share the data folder
+    metrics_dir = data_dir / "metrics" / f"{socket.gethostname()}-{args.port}"
     settings = Settings(
         db=args.db or os.environ.get("GRIDLENS_DB") or "sqlite:///gridlens.db",
-        data_dir=str(Path(args.data_dir).resolve()),
+        data_dir=str(data_dir),
+        metrics_dir=str(metrics_dir) if args.workers > 1 else "",
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         image_retention_days=args.image_retention_days,
         mqtt_host=host,
@@ -201,6 +207,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log_requests=not args.no_request_log,
     )
     Store.open(settings.db).close()  # migrate once, before any worker starts
+    if settings.metrics_dir:
+        from gridlens.server.metrics import clear_snapshots
+
+        clear_snapshots(metrics_dir)  # counters start at 0 with the server
     os.environ.update(settings.to_env())
     setup_logging()
     print(

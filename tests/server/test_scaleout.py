@@ -143,3 +143,34 @@ def test_kill9_mid_load_loses_no_acknowledged_reading(tmp_path: Path, layout: La
         assert srv.get("/healthz")[0] == 200
     finally:
         srv.stop()
+
+
+def test_metrics_sum_the_workers_of_one_server(tmp_path: Path, layout: Layout) -> None:
+    db = f"sqlite:///{tmp_path}/m.db"
+    Store.open(db).close()
+    admin = _admin(db)
+    srv = ServerProcess(db, tmp_path / "data", workers=2).start()
+    try:
+        ((dev, tok),) = _register(srv, admin, layout, 1)
+        t0 = time.time() - 86400
+        n = 24
+        # one connection per upload: the kernel spreads them over the two workers
+        for k in range(n):
+            photo = layout.photo(10.0 + 0.1 * k, seed=k)
+            assert _upload(srv, dev, tok, photo, f"c{k}", t0 + 60 * k) == 201
+        time.sleep(5.5)  # every worker writes its snapshot within metrics_flush_s (5 s)
+        status, text = srv.get("/metrics")
+        assert status == 200
+        text = text if isinstance(text, str) else text.decode()
+        assert f'gridlens_uploads_total{{status="ok"}} {n}' in text, text[:2000]
+        folder = next((tmp_path / "data" / "metrics").iterdir())
+        snaps = sorted(folder.glob("*.json"))
+        assert len(snaps) == 2  # one per worker
+        per_worker = [
+            sum(v for name, _, v in json.loads(f.read_text())["counters"]
+                if name == "gridlens_uploads_total")
+            for f in snaps
+        ]  # fmt: skip
+        assert sum(per_worker) == n
+    finally:
+        srv.stop()

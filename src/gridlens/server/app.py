@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,7 +22,8 @@ from gridlens.errors import (
     NotFoundError,
 )
 from gridlens.server.ingest import PayloadTooLarge, ReaderCache, prune_images
-from gridlens.server.metrics import Metrics
+from gridlens.server.metrics import Metrics, read_snapshots, write_snapshot
+from gridlens.server.metrics import render as render_metrics
 from gridlens.server.settings import Settings
 from gridlens.store.db import DatabaseError
 from gridlens.store.models import Command, Device
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             bridge.start()
         t = threading.Thread(target=_housekeeping, args=(app, stop), daemon=True)
         t.start()
+        if settings.metrics_dir:
+            threading.Thread(target=_flush_metrics, args=(app, stop), daemon=True).start()
         log.info("server started", extra={"db": store.url, "data_dir": settings.data_dir})
         try:
             yield
@@ -145,12 +149,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics() -> str:
-        """Prometheus text format (this process)."""
-        bridge = app.state.mqtt
-        if bridge is not None:
-            for k, v in bridge.stats.items():
-                app.state.metrics.set(f"gridlens_mqtt_{k}", float(v))
-        return str(app.state.metrics.render())
+        """Prometheus text format: counters, gauges and latency histograms summed over the
+        server's worker processes (the others' numbers are at most a few seconds old)."""
+        _update_gauges(app)
+        if not settings.metrics_dir:
+            return str(app.state.metrics.render())
+        folder = Path(settings.metrics_dir)
+        write_snapshot(app.state.metrics, folder)
+        return render_metrics(read_snapshots(folder))
 
     from gridlens.server.api import router
 
@@ -163,6 +169,28 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(dashboard)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _update_gauges(app: FastAPI) -> None:
+    bridge = app.state.mqtt
+    if bridge is not None:
+        for k, v in bridge.stats.items():
+            app.state.metrics.set(f"gridlens_mqtt_{k}", float(v))
+
+
+def _flush_metrics(app: FastAPI, stop: threading.Event) -> None:
+    """Write this process's metrics snapshot every ``metrics_flush_s`` (and once at the end)."""
+    settings: Settings = app.state.settings
+    folder = Path(settings.metrics_dir)
+    while True:
+        stopping = stop.wait(settings.metrics_flush_s)
+        try:
+            _update_gauges(app)
+            write_snapshot(app.state.metrics, folder)
+        except OSError as exc:  # a full disk must not stop the server
+            log.warning("metrics snapshot not written", extra={"error": str(exc)})
+        if stopping:
+            return
 
 
 def _housekeeping(app: FastAPI, stop: threading.Event, every_s: float = 600.0) -> None:

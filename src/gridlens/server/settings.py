@@ -23,6 +23,10 @@ class Settings:
     image_retention_days : photos older than this are deleted (0 keeps them forever);
         the readings stay.
     mqtt_host : broker to publish readings to; empty disables MQTT.
+    metrics_dir : where each worker process writes its metrics snapshot, so ``/metrics``
+        sums the workers of one server (``gridlens serve --workers N`` sets it); empty:
+        ``/metrics`` shows the answering process only.
+    metrics_flush_s : how often a worker writes its snapshot [s].
     """
 
     db: str = "sqlite:///gridlens.db"
@@ -35,12 +39,18 @@ class Settings:
     mqtt_port: int = 1883
     mqtt_prefix: str = "gridlens"
     log_requests: bool = True
+    metrics_dir: str = ""
+    metrics_flush_s: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", normalize_url(self.db))
         if self.max_upload_bytes < 1024:
             raise ParameterError(
                 f"max upload size must be >= 1024 bytes, got {self.max_upload_bytes}"
+            )
+        if not 0.1 <= self.metrics_flush_s <= 3600:
+            raise ParameterError(
+                f"metrics flush interval must be in [0.1, 3600] s, got {self.metrics_flush_s}"
             )
         if self.image_retention_days < 0:
             raise ParameterError("image retention must be >= 0 days (0 keeps photos forever)")
