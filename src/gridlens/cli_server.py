@@ -269,7 +269,6 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_device_list(args: argparse.Namespace, emit_json: Any) -> int:
-
     with _open_store(args.db) as store:
         rows = store.overview()
     if args.json:
@@ -317,7 +316,6 @@ def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_device_token(args: argparse.Namespace, emit_json: Any) -> int:
-
     with _open_store(args.db) as store:
         dev = store.device(_device_id(store, args.device))
         token = store.rotate_device_token(dev.id, actor=f"cli:{_whoami()}")
@@ -330,7 +328,6 @@ def _cmd_device_token(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_device_revoke(args: argparse.Namespace, emit_json: Any) -> int:
-
     with _open_store(args.db) as store:
         dev = store.device(_device_id(store, args.device))
         n = store.revoke_device_tokens(dev.id, actor=f"cli:{_whoami()}")
@@ -345,7 +342,6 @@ def _cmd_device_revoke(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_list(args: argparse.Namespace, emit_json: Any) -> int:
-
     with _open_store(args.db) as store:
         rows = store.users()
     if args.json:
@@ -361,7 +357,6 @@ def _cmd_user_list(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_token(args: argparse.Namespace, emit_json: Any) -> int:
-
     with _open_store(args.db) as store:
         token = store.new_api_token(args.name, actor=f"cli:{_whoami()}")
     if args.json:
@@ -372,7 +367,6 @@ def _cmd_user_token(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_revoke(args: argparse.Namespace, emit_json: Any) -> int:
-
     kind = "all" if args.sessions else "api"
     with _open_store(args.db) as store:
         n = store.revoke_user_tokens(args.name, actor=f"cli:{_whoami()}", kind=kind)
@@ -385,7 +379,6 @@ def _cmd_user_revoke(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_user_add(args: argparse.Namespace, emit_json: Any) -> int:
-
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
