@@ -11,6 +11,10 @@ from typing import Any
 from gridlens.errors import ParameterError
 
 MODEL_CHOICES = ("cnn-gru-ae", "hybrid", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
+# gridlens.anomaly.bench.NEURAL and gridlens.anomaly.detectors.AUGMENTS (a test keeps them
+# equal): importing the detectors here would load scikit-learn for every gridlens command
+NEURAL = ("cnn-gru-ae", "lstm-ae", "usad")
+AUGMENTS = ("mi-fgsm", "random", "copy")
 
 
 def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
@@ -50,7 +54,7 @@ def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
     )
     p.add_argument(
         "--augment",
-        choices=("mi-fgsm", "random", "copy"),
+        choices=AUGMENTS,
         help="with --augment-eps: the seed's MI-FGSM (default) or a control: random ±eps "
         "signs, or unchanged copies",
     )
@@ -76,18 +80,18 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     elif args.window is not None:
         params["period"] = args.window
     if args.epochs is not None:
-        if args.model not in ("cnn-gru-ae", "lstm-ae", "usad"):
+        if args.model not in NEURAL:
             raise ParameterError(f"--epochs applies to the neural models, not {args.model}")
         params["epochs"] = args.epochs
     if args.augment_eps is not None or args.augment is not None:
-        if args.model not in ("cnn-gru-ae", "lstm-ae", "usad"):
+        if args.model not in NEURAL:
             raise ParameterError(f"--augment-eps applies to the neural models, not {args.model}")
         if args.augment_eps is None:
             raise ParameterError("--augment needs --augment-eps (the perturbation budget)")
         params["augment_eps"] = args.augment_eps
         if args.augment is not None:
             params["augment"] = args.augment
-    if args.model in ("cnn-gru-ae", "lstm-ae", "usad"):
+    if args.model in NEURAL:
         params["verbose"] = not args.json
     if args.deseason:
         if args.model == "profile":

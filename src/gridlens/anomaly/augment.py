@@ -26,14 +26,12 @@ import numpy.typing as npt
 import torch
 
 from gridlens.anomaly import nets
+from gridlens.anomaly.detectors import AUGMENTS
 from gridlens.anomaly.nets import TrainConfig, TrainedNet
 from gridlens.anomaly.onnxrt import check_batch_size, check_windows
 from gridlens.errors import check_param
 
 __all__ = ["AUGMENTS", "augment_windows", "mi_fgsm"]
-
-AUGMENTS = ("mi-fgsm", "random", "copy")
-"""Augmentations :func:`augment_windows` makes: the seed's and two controls."""
 
 
 def mi_fgsm(

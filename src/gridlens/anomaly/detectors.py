@@ -453,8 +453,9 @@ class _NetState:
 
 
 AUGMENTS = ("mi-fgsm", "random", "copy")
-"""Augmentations of the neural detectors' training windows (``augment=``); the same as
-:data:`gridlens.anomaly.augment.AUGMENTS`, which needs PyTorch to import."""
+"""Augmentations of the neural detectors' training windows (``augment=``): the seed's and
+two controls, made by :func:`gridlens.anomaly.augment.augment_windows` (defined here, where
+no PyTorch is needed to import it)."""
 
 
 class _ReconDetector(_WindowDetector):
