@@ -212,6 +212,7 @@ def pm(rows: Sequence[dict[str, Any]], key: str, nd: int = 3) -> str:
 def _sel(
     study: Study, target: str, model: str, eps: float, aug: str = "mi-fgsm"
 ) -> list[dict[str, Any]]:
+    aug = aug if eps else "mi-fgsm"  # ε = 0 is the plain model, stored once (Study.run)
     return [
         r
         for (tk, m, e, _, a), r in study.results.items()
@@ -247,10 +248,7 @@ def plot_eps(
             ax = axes[i][j]
             for m in models:
                 for aug, ls in (("mi-fgsm", "-"), ("random", "--")):
-                    # ε = 0 is the plain model for both lines
-                    stats = [
-                        agg(_sel(study, t.key, m, e, aug if e else "mi-fgsm"), key) for e in eps
-                    ]
+                    stats = [agg(_sel(study, t.key, m, e, aug), key) for e in eps]
                     y = np.array([s[0] for s in stats])
                     err = np.array([0.0 if math.isnan(s[1]) else s[1] for s in stats])
                     ax.errorbar(
