@@ -23,6 +23,13 @@ An ROI file is JSON::
   corners. They are used for alignment by template matching. Without markers, alignment
   uses feature matching over the whole reference image. Without a reference, the boxes are
   used as they are, in each photo's own pixels.
+- ``rotate`` (optional, degrees, default 0): how far the camera's photos are turned
+  counter-clockwise against the reference (a camera mounted at an angle, or upside down).
+  Alignment works at any angle without it; a known angle only makes it faster.
+- ``refined`` (optional, default false): whether the digit boxes were already refined
+  against the reference photo (:mod:`gridlens.meter.refine`). Boxes that are not are
+  refined when a reader is built; ``true`` uses them exactly as written (after a person
+  edited the refined boxes).
 
 Unknown keys are rejected, so that a typo such as ``"decimal"`` is not silently ignored.
 """
@@ -30,6 +37,7 @@ Unknown keys are rejected, so that a typo such as ``"decimal"`` is not silently 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +48,7 @@ from gridlens.errors import DataFormatError, NotFoundError, ParameterError
 
 __all__ = ["Box", "MeterROI", "Reference", "load_roi"]
 
-_TOP_KEYS = ("digits", "decimals", "reference")
+_TOP_KEYS = ("digits", "decimals", "reference", "rotate", "refined")
 _REF_KEYS = ("image", "markers")
 _BOX_KEYS = ("x", "y", "w", "h")
 
@@ -150,9 +158,22 @@ class MeterROI:
     digits: tuple[Box, ...]
     decimals: int
     reference: Reference | None = None
+    rotate: float = 0.0
+    refined: bool = False
 
     def __post_init__(self) -> None:
         _validate_digits(self.digits)
+        if (
+            isinstance(self.rotate, bool)
+            or not isinstance(self.rotate, int | float)
+            or not math.isfinite(self.rotate)
+            or not -360.0 <= self.rotate <= 360.0
+        ):
+            raise ParameterError(
+                f"rotate must be an angle in degrees between -360 and 360, got {self.rotate!r}"
+            )
+        if not isinstance(self.refined, bool):
+            raise ParameterError(f"refined must be true or false, got {self.refined!r}")
         if isinstance(self.decimals, bool) or not isinstance(self.decimals, int):
             raise ParameterError(
                 f"decimals must be a whole number of wheels, got {self.decimals!r}"
@@ -227,6 +248,10 @@ class MeterROI:
             if self.reference.markers:
                 ref["markers"] = [b.to_dict() for b in self.reference.markers]
             out["reference"] = ref
+        if self.rotate:
+            out["rotate"] = self.rotate
+        if self.refined:
+            out["refined"] = True
         return out
 
     @classmethod
@@ -275,7 +300,10 @@ class MeterROI:
         reference = None
         if d.get("reference") is not None:
             reference = _parse_reference(d["reference"], base_dir)
-        return cls(digits, decimals, reference)
+        rotate = d.get("rotate", 0.0)
+        if isinstance(rotate, int) and not isinstance(rotate, bool):
+            rotate = float(rotate)
+        return cls(digits, decimals, reference, rotate, d.get("refined", False))
 
 
 def load_roi(path: str | os.PathLike[str]) -> MeterROI:
