@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from gridlens.errors import DataFormatError, ParameterError
-from gridlens.meter.carry import resolve_wheels
+from gridlens.meter.carry import SHOWN_AT, register_value, resolve_wheels
 from gridlens.meter.plausibility import History, Limits, judge
 from gridlens.meter.synth import wheel_positions
 
 
-def register_value(reading: float, decimals: int) -> float:
-    """What the register shows once wheel positions are known to a tenth."""
-    scaled = round(reading * 10**decimals, 1)
-    return math.floor(scaled + 1e-9) / 10**decimals
+def shown_to_a_tenth(reading: float, decimals: int) -> float:
+    """What a person reads once wheel positions are known to a tenth."""
+    return register_value(round(reading * 10**decimals, 1) / 10**decimals, decimals)
 
 
 def test_every_carry_of_a_five_wheel_counter() -> None:
@@ -26,7 +25,7 @@ def test_every_carry_of_a_five_wheel_counter() -> None:
         reading = step / 100.0
         pos = np.round(wheel_positions(reading, 5, 1), 1) % 10
         fv = resolve_wheels(pos, sure, 1)
-        assert fv.primary.value == pytest.approx(register_value(reading, 1) % 10000), reading
+        assert fv.primary.value == pytest.approx(shown_to_a_tenth(reading, 1) % 10000), reading
 
 
 def test_a_single_frame_rounding_wheel_would_jump_but_carry_does_not() -> None:
@@ -34,8 +33,34 @@ def test_a_single_frame_rounding_wheel_would_jump_but_carry_does_not() -> None:
     pos = np.round(wheel_positions(129.96, 5, 1), 1)
     assert pos[2] == pytest.approx(2.6)
     fv = resolve_wheels(pos, np.ones(5), 1)
+    # the last wheel shows more of its 0 than of its 9, so a person reads the carried 130.0
+    assert fv.primary.value == pytest.approx(130.0)
+    assert fv.raw(1) == "0130.0"
+    # half-way (129.95) counts as the lower digit, and nothing jumps to 139.x
+    fv = resolve_wheels(np.round(wheel_positions(129.95, 5, 1), 1), np.ones(5), 1)
     assert fv.primary.value == pytest.approx(129.9)
-    assert fv.raw(1) == "0129.9"
+
+
+def test_the_last_wheel_is_read_as_shown_never_floored() -> None:
+    # sitting on its 6 but read a little low: 6, not 5 (the bug of the floor rule)
+    for last, want in ((5.97, 126.0), (6.03, 126.0), (5.8, 126.0), (5.5, 125.0), (5.2, 125.0)):
+        fv = resolve_wheels([1.0, 2.0, last], np.ones(3), 0)
+        assert fv.primary.value == want, last
+    # near the boundary the other digit is offered, and only there
+    fv = resolve_wheels([1.0, 2.0, 5.0 + SHOWN_AT + 0.02], np.ones(3), 0)
+    assert {c.value for c in fv.candidates} == {125.0, 126.0}
+    assert fv.primary.value == 126.0
+    fv = resolve_wheels([1.0, 2.0, 5.97], np.ones(3), 0)
+    assert [c.value for c in fv.candidates] == [126.0]
+    # the carry of a last wheel shown as 0 reaches every wheel above it
+    fv = resolve_wheels([1.7, 9.7, 9.7], np.ones(3), 0)
+    assert fv.primary.value == 200.0
+
+
+@pytest.mark.parametrize("reading", [0.0, 5.549, 5.55, 9.99, 129.95, 129.96, 999.96])
+def test_register_value_convention(reading: float) -> None:
+    want = math.floor(reading) + (1 if round(reading - math.floor(reading), 6) >= SHOWN_AT else 0)
+    assert register_value(reading, 0) == want
 
 
 def test_early_or_late_rolling_wheels_are_tolerated() -> None:

@@ -1,24 +1,38 @@
-"""Turning wheel positions into a counter value: carry resolution across wheels.
+"""Turning wheel positions into the value a careful person reads off the register.
 
-A mechanical register is an odometer: the rightmost wheel turns continuously and each
-higher wheel advances by one digit while the wheel below it goes from 9 to 0.  So the
-position ``r_k`` read on wheel ``k`` is its digit ``d_k`` *plus* a carry fraction
-``e(c_{k+1})`` that depends on the continuous position ``c_{k+1}`` of the wheel below::
+**The reading convention** (decided on the real photos of ``meter-photos/``, whose labels
+were read by eye):
 
-    e(c) = clip(c - 9, 0, 1)            (0 until the lower wheel passes 9, then 0 → 1)
-    d_k  = round(r_k - e(c_{k+1}))      (mod 10)
-    c_k  = d_k + e(c_{k+1})             (where wheel k physically sits, handed further left)
+1. *The rightmost wheel* shows the digit that fills more of its window. A wheel read at
+   5.97 is sitting on its 6 and counts as 6: the estimate is never floored. A wheel caught
+   half-way, with both digits showing equally, counts as the lower digit; the model reads
+   positions to a tenth, so the boundary lies between the tenths x.5 (lower digit) and x.6
+   (upper digit), at x.55 (:data:`SHOWN_AT`). Near that boundary the frame is ambiguous: the
+   other digit is offered as an alternative, and the meter's history (plausibility) or a
+   finer wheel settles it.
+2. *Every higher wheel* that sits between two digits counts as the lower one, unless the
+   wheel below it has already carried it. A register is an odometer: wheel ``k`` advances
+   while the wheel below it goes from 9 to 0, so its read position ``r_k`` is its digit
+   ``d_k`` *plus* a carry fraction ``e(c_{k+1})`` of the continuous position ``c_{k+1}`` of
+   the wheel below::
 
-Rounding ``r_k - e`` tolerates a wheel that rolls early or late by up to half a digit,
-which real registers do.  Higher wheels are intermittent (they stand still on their digit
-except during a carry), as in electricity-meter registers.  A single-frame reader that
-rounds ``r_k`` alone (or floors it) turns 3.9 into 4 while the wheel below still reads 9.6,
-the "+1 jump" its users complain about.  The distance of ``r_k - e`` from the nearest
-integer is the *carry ambiguity* (0 = certain, 0.5 = a coin toss); an ambiguous or
-low-confidence wheel yields alternative candidates (its neighbouring digits) that
-:mod:`gridlens.meter.plausibility` can choose from using the meter's history.  The
-rightmost wheel contributes ``floor(r)``; near a digit change its neighbour is an
-alternative too.
+       e(c) = clip(c - 9, 0, 1)            (0 until the lower wheel passes 9, then 0 -> 1)
+       d_k  = round(r_k - e(c_{k+1}))      (mod 10)
+       c_k  = d_k + e(c_{k+1})             (where wheel k sits, handed further left)
+
+   Rounding ``r_k - e`` tolerates a wheel that rolls early or late by up to half a digit,
+   which real registers do (the wmsc water meter's units wheel runs 0.3-0.4 digit behind
+   its dials). A reader that rounds ``r_k`` alone turns 3.9 into 4 while the wheel below
+   still reads 9.6, the "+1 jump" users complain about.
+3. The two rules meet at the rightmost wheel: the value is the continuous count
+   ``V = (d_1 .. d_{n-1}) * 10 + c_n`` rounded by rule 1, so a last wheel showing its 0
+   (at 9.7) with the wheel above mid-carry reads as the carried value ("40", not "30"),
+   as a person reading both windows does.
+
+The distance of ``r_k - e`` from the nearest integer is the *carry ambiguity* (0 = certain,
+0.5 = a coin toss). An ambiguous or low-confidence wheel yields alternative candidates (its
+neighbouring digits), and :mod:`gridlens.meter.plausibility` chooses among them with the
+meter's history.
 """
 
 from __future__ import annotations
@@ -30,12 +44,23 @@ import numpy.typing as npt
 
 from gridlens.errors import DataFormatError
 
-__all__ = ["Candidate", "FrameValue", "carry_fraction", "resolve_wheels"]
+__all__ = [
+    "SHOWN_AT",
+    "Candidate",
+    "FrameValue",
+    "carry_fraction",
+    "register_value",
+    "resolve_wheels",
+]
 
 #: Carry ambiguity above which a wheel's neighbouring digit is offered as an alternative.
 AMBIGUOUS = 0.3
 #: Digit confidence below which a wheel's neighbours are offered as alternatives.
 UNSURE = 0.7
+#: Fraction of a turn from which the rightmost wheel shows its next digit (see rule 1).
+SHOWN_AT = 0.55
+#: Within this distance of :data:`SHOWN_AT` the rightmost wheel offers the other digit.
+NEAR_SHOWN = 0.15
 
 
 def carry_fraction(lower: float) -> float:
@@ -71,6 +96,31 @@ class FrameValue:
         return s if decimals == 0 else f"{s[: len(s) - decimals]}.{s[len(s) - decimals :]}"
 
 
+def register_value(reading: float, decimals: int) -> float:
+    """The value a careful person reads off a counter whose true reading is ``reading``.
+
+    The rightmost wheel shows its next digit from :data:`SHOWN_AT` of a turn on (rule 1 of
+    the module docstring); the higher wheels follow it. This is the truth of every
+    whole-meter metric in tests and benchmarks, with no tolerance.
+
+    Parameters
+    ----------
+    reading : float
+        True (continuous) reading. [register units]
+    decimals : int
+        Wheels after the decimal point.
+
+    Examples
+    --------
+    >>> register_value(129.95, 1), register_value(129.96, 1), register_value(5.97, 0)
+    (129.9, 130.0, 6.0)
+    """
+    scaled = round(float(reading) * 10**decimals, 6)
+    base = np.floor(scaled)
+    shown = base + (1.0 if scaled - base >= SHOWN_AT - 1e-9 else 0.0)
+    return round(float(shown) / 10**decimals, decimals)
+
+
 def _value(digits: tuple[int, ...], decimals: int) -> float:
     v = 0
     for d in digits:
@@ -78,10 +128,35 @@ def _value(digits: tuple[int, ...], decimals: int) -> float:
     return round(float(v) / 10.0**decimals, decimals)
 
 
+def _bump(digits: tuple[int, ...], step: int) -> tuple[int, ...]:
+    """``digits`` as a counter plus ``step`` units of the last wheel (wrapping)."""
+    n = len(digits)
+    v = 0
+    for d in digits:
+        v = v * 10 + d
+    v = (v + step) % 10**n
+    return tuple(int(c) for c in str(v).zfill(n))
+
+
 def resolve_wheels(
     positions: npt.ArrayLike, confidences: npt.ArrayLike, decimals: int
 ) -> FrameValue:
-    """Resolve digits and carries from wheel positions (left to right) in [0, 10)."""
+    """Resolve the reading a person sees from wheel positions (left to right) in [0, 10).
+
+    Parameters
+    ----------
+    positions : array_like
+        Continuous wheel positions, e.g. 3.7 = 70 % of the way from 3 to 4. [digits]
+    confidences : array_like
+        The model's ``P(|error| <= 0.2)`` per wheel.
+    decimals : int
+        Wheels after the decimal point.
+
+    Returns
+    -------
+    FrameValue
+        The primary value (the convention of the module docstring) and its alternatives.
+    """
     r = np.asarray(positions, float)
     c = np.asarray(confidences, float)
     n = r.size
@@ -90,48 +165,51 @@ def resolve_wheels(
     if not 0 <= decimals <= n:
         raise DataFormatError(f"decimals must be in [0, {n}], got {decimals}")
     r = np.mod(r, 10.0)
-    digits = [0] * n
+    base = [0] * n  # digits of floor(V), the continuous count
     amb = [0.0] * n
     alt_dir = [0] * n
-    # rightmost wheel: floor of its position (tenths from the model, so x.95+ counts as x+1)
-    last = r[-1]
-    digits[-1] = int(np.floor(last + 1e-6)) % 10
-    frac = last - np.floor(last + 1e-6)
-    amb[-1] = 0.5 - abs(frac - 0.5) if frac < 0.15 or frac > 0.85 else 0.0
-    alt_dir[-1] = 1 if frac > 0.5 else -1
-    cont = float(last)
+    last = float(r[-1])
+    base[-1] = int(np.floor(last)) % 10
+    frac = last - np.floor(last)
+    shown = 1 if frac >= SHOWN_AT else 0  # rule 1: the last wheel shows its next digit
+    gap = abs(frac - SHOWN_AT)
+    amb[-1] = 0.5 * float(np.exp(-gap / 0.05)) if gap < NEAR_SHOWN else 0.0
+    alt_dir[-1] = -1 if shown else 1
+    cont = last
     for k in range(n - 2, -1, -1):
         t = r[k] - carry_fraction(cont)
         d = int(np.round(t))
         amb[k] = float(abs(t - d))
         alt_dir[k] = 1 if t > d else -1
-        digits[k] = d % 10
-        cont = digits[k] + carry_fraction(cont)
-    dig = tuple(digits)
+        base[k] = d % 10
+        cont = base[k] + carry_fraction(cont)
+    floor_digits = tuple(base)
+    dig = _bump(floor_digits, shown)
     alts: list[Candidate] = []
     unsure: list[int] = []
     primary_score = 1.0
     for k in range(n):
-        shaky = amb[k] >= AMBIGUOUS or c[k] < UNSURE or (k == n - 1 and amb[k] > 0)
+        near_shown = k == n - 1 and amb[k] > 0
+        shaky = amb[k] >= AMBIGUOUS or c[k] < UNSURE or near_shown
         if not shaky:
             continue
         unsure.append(k)
         # frame-only probabilities: an unsure wheel keeps its confidence and splits the rest
         # between its neighbours; an ambiguous carry gives the other digit its ambiguity; a
-        # last wheel near a digit change gives the neighbour 0.5·exp(-distance / 0.05)
+        # last wheel near SHOWN_AT gives the other digit 0.5·exp(-distance / 0.05)
         if c[k] < UNSURE:
             keep = float(c[k])
             steps = [(alt_dir[k], (1 - keep) / 2), (-alt_dir[k], (1 - keep) / 2)]
-        elif k == n - 1 and amb[k] < AMBIGUOUS:
-            other = 0.5 * float(np.exp(-amb[k] / 0.05))
-            keep, steps = 1 - other, [(alt_dir[k], other)]
         else:
             keep, steps = 1 - amb[k], [(alt_dir[k], amb[k])]
         primary_score = min(primary_score, keep)
         for step, score in steps:
-            alt = list(dig)
-            alt[k] = (alt[k] + step) % 10
-            a = tuple(alt)
+            if k == n - 1:
+                a = _bump(dig, step)
+            else:
+                alt = list(floor_digits)
+                alt[k] = (alt[k] + step) % 10
+                a = _bump(tuple(alt), shown)
             alts.append(Candidate(_value(a, decimals), a, max(0.01, score), k))
     primary = Candidate(_value(dig, decimals), dig, max(0.01, primary_score))
     return FrameValue(primary, tuple(alts), tuple(amb), tuple(unsure))

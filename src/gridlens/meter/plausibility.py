@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from gridlens.errors import check_param
-from gridlens.meter.carry import UNSURE, Candidate, FrameValue
+from gridlens.meter.carry import SHOWN_AT, UNSURE, Candidate, FrameValue
 
 __all__ = ["Decision", "History", "Limits", "judge"]
 
@@ -215,8 +215,10 @@ def judge(
 
         def support(c: Candidate) -> float:
             # frame score x agreement with the prediction: a register value v stands for a
-            # true reading in [v, v + unit); distance of the prediction to that interval
-            d = max(0.0, c.value - pred, pred - (c.value + unit)) / unit
+            # true reading in [v - SHOWN_AT, v + 1 - SHOWN_AT) units (the last wheel shows
+            # its next digit from SHOWN_AT of a turn); distance of the prediction to it
+            lo, hi = c.value - SHOWN_AT * unit, c.value + (1.0 - SHOWN_AT) * unit
+            d = max(0.0, lo - pred, pred - hi) / unit
             return c.score * math.exp(-0.5 * (d / HISTORY_SIGMA) ** 2)
 
         best = max(valid, key=support)

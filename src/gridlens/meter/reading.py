@@ -26,6 +26,7 @@ from gridlens.meter.carry import resolve_wheels
 from gridlens.meter.image import decode_image
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.plausibility import Decision, History, Limits, judge
+from gridlens.meter.refine import Refinement, refine_boxes
 from gridlens.meter.roi import MeterROI, load_roi
 
 __all__ = ["MeterReader", "MeterReading", "MeterSession"]
@@ -76,6 +77,10 @@ class MeterReader:
     reference : the reference image (BGR); default: ``roi.reference.image_path`` if given.
         Without one, the ROI is taken in the photo's own pixels (fixed camera, no alignment).
     model : ONNX digit model (default: the shipped one) or a :class:`DigitReader`.
+    refine : refine the digit boxes against the reference first
+        (:func:`gridlens.meter.refine.refine_boxes`, ~0.1-0.3 s, once). Default: when there is
+        a reference and the ROI is not marked ``refined``. :attr:`roi` is then the refined
+        ROI and :attr:`refinement` says what moved; :attr:`drawn_roi` is the ROI as given.
     """
 
     def __init__(
@@ -84,27 +89,37 @@ class MeterReader:
         *,
         reference: npt.NDArray[np.uint8] | None = None,
         model: DigitReader | Path | str | None = None,
+        refine: bool | None = None,
     ) -> None:
-        self.roi = roi
+        self.drawn_roi = roi
         if reference is None and roi.reference is not None and roi.reference.image_path:
             reference = decode_image(roi.reference.image_path)
         self.reference = reference
-        if reference is not None:
-            h, w = reference.shape[:2]
-            roi.check_inside(w, h)
-            self.aligner: Aligner | None = Aligner(reference, roi)
-        else:
-            self.aligner = None
         if isinstance(model, DigitReader):
             self.model = model
         else:
             self.model = load_reader(None if model is None else os.fspath(model))
+        self.refinement: Refinement | None = None
+        if reference is not None:
+            h, w = reference.shape[:2]
+            roi.check_inside(w, h)
+            if refine if refine is not None else not roi.refined:
+                self.refinement = refine_boxes(reference, roi, model=self.model)
+                roi = self.refinement.roi
+            self.aligner: Aligner | None = Aligner(reference, roi)
+        else:
+            self.aligner = None
+        self.roi = roi
 
     @classmethod
     def from_roi_file(
-        cls, path: Path | str, *, model: DigitReader | Path | str | None = None
+        cls,
+        path: Path | str,
+        *,
+        model: DigitReader | Path | str | None = None,
+        refine: bool | None = None,
     ) -> MeterReader:
-        return cls(load_roi(path), model=model)
+        return cls(load_roi(path), model=model, refine=refine)
 
     def read(
         self,

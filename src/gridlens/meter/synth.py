@@ -66,6 +66,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridlens.errors import ParameterError, check_param
+from gridlens.meter.carry import register_value
 from gridlens.meter.image import encode_jpeg
 from gridlens.meter.roi import Box, MeterROI, Reference
 
@@ -144,18 +145,13 @@ class ExampleFiles:
 
 
 def matches_register(value: float | None, truth: float, decimals: int) -> bool:
-    """Whether ``value`` is the register value of a meter whose true reading is ``truth``.
-
-    Every wheel must be right, carries included.  The last wheel is read to about ±0.05 of
-    a digit, so within 0.1 of one of its digit changes the neighbouring value counts too.
+    """Whether ``value`` is exactly what a person reads off a meter whose true reading is
+    ``truth`` (:func:`gridlens.meter.carry.register_value`): every wheel, carries included,
+    with no tolerance.
     """
     if value is None:
         return False
-    scaled = truth * 10**decimals
-    lo = math.floor(scaled)
-    frac = scaled - lo
-    v = round(value * 10**decimals)
-    return bool(v == lo or (frac > 0.9 and v == lo + 1) or (frac < 0.1 and v == lo - 1))
+    return round(value * 10**decimals) == round(register_value(truth, decimals) * 10**decimals)
 
 
 def wheel_positions(reading: float, n_digits: int, decimals: int) -> F64:

@@ -80,7 +80,10 @@ class ReaderCache:
         roi = MeterROI.from_dict(roi_without_image(dev.roi))
         ref = decode_image(dev.reference_jpeg) if dev.reference_jpeg else None
         e = _Entry(
-            dev.updated_at, MeterReader(roi, reference=ref, model=self.model), threading.Lock()
+            dev.updated_at,
+            # stored boxes are used as stored: they were refined when saved (device_roi)
+            MeterReader(roi, reference=ref, model=self.model, refine=False),
+            threading.Lock(),
         )
         with self._lock:
             self._d[dev.id] = e
@@ -91,12 +94,21 @@ class ReaderCache:
 
 def device_roi(roi: dict[str, Any], reference_jpeg: bytes | None) -> dict[str, Any]:
     """Validate a device's ROI (and that its boxes lie inside the reference photo); returns
-    the ROI as stored, without the reference's file name (the photo goes in the database)."""
+    the ROI as stored, without the reference's file name (the photo goes in the database).
+
+    Digit boxes not yet marked ``refined`` are refined against the reference photo here
+    (:func:`gridlens.meter.refine.refine_boxes`), once, so that every reader uses the
+    refined boxes and the dashboard shows them."""
     stored = roi_without_image(roi)
     parsed = MeterROI.from_dict(stored)
     if reference_jpeg is not None:
         img = decode_image(reference_jpeg)
         parsed.check_inside(img.shape[1], img.shape[0])
+        if not parsed.refined:
+            from gridlens.meter.refine import refine_boxes
+
+            refined = refine_boxes(img, parsed).roi.to_dict()
+            stored = {**stored, "digits": refined["digits"], "refined": True}
     return stored
 
 
