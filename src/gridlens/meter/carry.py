@@ -118,7 +118,7 @@ def register_value(reading: float, decimals: int) -> float:
     scaled = round(float(reading) * 10**decimals, 6)
     base = np.floor(scaled)
     shown = base + (1.0 if scaled - base >= SHOWN_AT - 1e-9 else 0.0)
-    return round(float(shown) / 10**decimals, decimals)
+    return float(round(float(shown) / 10**decimals, decimals))
 
 
 def _value(digits: tuple[int, ...], decimals: int) -> float:

@@ -154,8 +154,8 @@ def _ink(gray: U8, boxes: Sequence[Box]) -> tuple[float, float | None]:
         patch = cv2.GaussianBlur(gray[y0:y1, x0:x1], (3, 3), 0)
         _, bw = cv2.threshold(patch, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         mid = bw[:, b.x - x0 : b.x2 - x0]
-        ink = bw if float(np.mean(mid > 0)) < 0.5 else 255 - bw
-        n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(ink), 8)
+        ink = np.ascontiguousarray(bw if float(np.mean(mid > 0)) < 0.5 else 255 - bw, np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
         h = y1 - y0
         xs: list[tuple[float, float]] = []
         for i in range(1, n):
@@ -280,7 +280,7 @@ def refine_boxes(
         return [_box(cx + dx * w, cy + dy * h, min(w * s, max_w), h * s) for cx, cy, w, h in row]
 
     def prior(dx: float, dy: float, s: float) -> float:
-        return _PRIOR * (abs(dy) + abs(dx) + abs(np.log(s)))
+        return _PRIOR * (abs(dy) + abs(dx) + abs(float(np.log(s))))
 
     def best(grid: list[tuple[float, float, float]], use_conf: bool) -> tuple[int, float]:
         j, c = scorer.scores([boxes(*g) for g in grid])

@@ -151,7 +151,8 @@ def matches_register(value: float | None, truth: float, decimals: int) -> bool:
     """
     if value is None:
         return False
-    return round(value * 10**decimals) == round(register_value(truth, decimals) * 10**decimals)
+    want = round(register_value(truth, decimals) * 10**decimals)
+    return bool(round(float(value) * 10**decimals) == want)
 
 
 def wheel_positions(reading: float, n_digits: int, decimals: int) -> F64:
