@@ -105,8 +105,24 @@ def add_meter_commands(sub: Any, emit_json: Any) -> None:
         description="Align a meter photo to the reference, crop the digit wheels, read them, "
         "resolve carries and check plausibility against the previous reading.",
     )
-    r.add_argument("image", type=Path)
+    r.add_argument(
+        "image",
+        type=Path,
+        nargs="+",
+        metavar="FILE_OR_DIR",
+        help="one photo, or several (folders: their images by name) read in sequence with "
+        "memory, as the server does",
+    )
     r.add_argument("--roi", type=Path, required=True, help="ROI.json (digit boxes, reference)")
+    r.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="use the digit boxes exactly as written (default: refine them against the "
+        'reference first, unless the ROI says "refined": true)',
+    )
+    r.add_argument(
+        "--save-roi", type=Path, metavar="OUT", help="write the ROI with the refined boxes here"
+    )
     r.add_argument("--previous", type=float, help="the last accepted reading")
     r.add_argument("--elapsed-s", type=float, help="seconds since the last accepted reading")
     r.add_argument("--max-rate", type=float, help="largest plausible rate, units per hour")
@@ -313,26 +329,58 @@ def _cmd_read_digits(args: argparse.Namespace, emit_json: Any) -> int:
 
 def _cmd_read(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.meter.plausibility import History, Limits
-    from gridlens.meter.reading import MeterReader
+    from gridlens.meter.reading import MeterReader, MeterSession
 
-    meter = MeterReader.from_roi_file(args.roi, model=args.model)
-    history = None
-    if args.previous is not None:
-        history = History.single(args.previous, elapsed_s=args.elapsed_s)
-    elif args.elapsed_s is not None:
+    if args.elapsed_s is not None and args.previous is None:
         raise InputError("--elapsed-s needs --previous")
+    files = _collect_images(args.image)
+    meter = MeterReader.from_roi_file(
+        args.roi, model=args.model, refine=False if args.no_refine else None
+    )
+    if args.save_roi is not None:
+        doc_roi = meter.roi.to_dict(base_dir=args.save_roi.resolve().parent)
+        args.save_roi.write_text(json.dumps(doc_roi, indent=1) + "\n", encoding="utf-8")
     limits = Limits(max_rate_per_h=args.max_rate) if args.max_rate is not None else Limits()
-    result = meter.read_file(args.image, history=history, limits=limits)
-    doc = result.to_dict()
-    if args.json:
-        emit_json(doc)
-    else:
-        digits = " ".join(f"{d['value']:.1f}({d['confidence']:.2f})" for d in doc["digits"])
-        if doc["status"] == "ok":
-            print(f"{doc['value']}  (raw {doc['raw']})  ok")
+    refinement = meter.refinement.to_dict() if meter.refinement is not None else None
+    if len(files) == 1 and args.image[0].is_file():
+        history = None
+        if args.previous is not None:
+            history = History.single(args.previous, elapsed_s=args.elapsed_s)
+        doc = meter.read_file(files[0], history=history, limits=limits).to_dict()
+        doc["refinement"] = refinement
+        if args.json:
+            emit_json(doc)
         else:
-            print(f"rejected: {doc['reason']}  (raw {doc['raw']})")
-        print(f"wheels: {digits}")
-        if doc.get("note"):
-            print(f"note: {doc['note']}")
-    return 0 if doc["status"] == "ok" else 1
+            _print_reading(doc)
+        return 0 if doc["status"] == "ok" else 1
+    # a series: read in order with memory (no clock: the rate rule needs the server's times)
+    session = MeterSession(meter, limits)
+    if args.previous is not None:
+        session.history = History.single(args.previous)
+    docs = []
+    for f in files:
+        d = {"file": str(f), **session.feed(f).to_dict()}
+        docs.append(d)
+        if not args.json:
+            shown = d["value"] if d["status"] == "ok" else f"rejected: {d['reason']}"
+            print(f"{f.name}  {shown}  (raw {d['raw']})")
+    if args.json:
+        emit_json({"readings": docs, "refinement": refinement})
+    else:
+        ok = sum(d["status"] == "ok" for d in docs)
+        print(f"{ok} of {len(docs)} photos read")
+    return 0 if all(d["status"] == "ok" for d in docs) else 1
+
+
+def _print_reading(doc: dict[str, Any]) -> None:
+    digits = " ".join(f"{d['value']:.1f}({d['confidence']:.2f})" for d in doc["digits"])
+    if doc["status"] == "ok":
+        print(f"{doc['value']}  (raw {doc['raw']})  ok")
+    else:
+        print(f"rejected: {doc['reason']}  (raw {doc['raw']})")
+    print(f"wheels: {digits}")
+    if doc.get("note"):
+        print(f"note: {doc['note']}")
+    if doc.get("refinement"):
+        r = doc["refinement"]
+        print(f"boxes refined: shift {r['shift_px']} px, scale {r['scale']}")

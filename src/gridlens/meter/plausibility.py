@@ -37,6 +37,9 @@ __all__ = ["Decision", "History", "Limits", "judge"]
 #: How far (in units of the last digit) the history's prediction may be off before it
 #: outweighs the frame when candidates compete.
 HISTORY_SIGMA = 0.5
+#: Agreement every candidate keeps however far the prediction is: when the history cannot
+#: tell two candidates apart (both far from a stale prediction), the frame decides.
+HISTORY_FLOOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,7 @@ def judge(
             # its next digit from SHOWN_AT of a turn); distance of the prediction to it
             lo, hi = c.value - SHOWN_AT * unit, c.value + (1.0 - SHOWN_AT) * unit
             d = max(0.0, lo - pred, pred - hi) / unit
-            return c.score * math.exp(-0.5 * (d / HISTORY_SIGMA) ** 2)
+            return c.score * (math.exp(-0.5 * (d / HISTORY_SIGMA) ** 2) + HISTORY_FLOOR)
 
         best = max(valid, key=support)
         if best is primary:
