@@ -21,6 +21,7 @@ from gridlens.cli_anomaly import add_anomaly_commands
 from gridlens.cli_demo import add_demo_command
 from gridlens.cli_grid import add_grid_commands
 from gridlens.cli_meter import add_meter_commands
+from gridlens.cli_roi import add_roi_commands
 from gridlens.cli_server import add_interop_commands, add_server_commands
 from gridlens.cli_simulate import add_simulate_command
 from gridlens.errors import GridlensError, InputError
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     add_grid_commands(sub, _emit_json)
     add_meter_commands(sub, _emit_json)
+    add_roi_commands(sub)
     add_server_commands(sub, _emit_json)
     add_interop_commands(sub, _emit_json)
     add_simulate_command(sub, _emit_json)
