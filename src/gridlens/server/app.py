@@ -161,6 +161,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from gridlens.server.api import router
 
     app.include_router(router)
+    from gridlens.server.meter_setup import router as meter_setup
+
+    app.include_router(meter_setup)
     from fastapi.staticfiles import StaticFiles
 
     from gridlens.server.dashboard import STATIC
