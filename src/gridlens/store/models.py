@@ -62,6 +62,33 @@ class Device(Base):
     last_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class PullSource(Base):
+    """A camera the server fetches photos from (instead of the camera uploading them).
+
+    ``next_at`` is when the next photo is due; a server process takes the device with an
+    atomic UPDATE that moves ``next_at`` one interval on and sets the lease
+    (``lease_owner`` until ``lease_until``), so each due photo is fetched by one process.
+    ``auth`` ("user:pass") is a secret: it is sent to the camera and shown nowhere.
+    """
+
+    __tablename__ = "pull_sources"
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(String(2048))
+    interval_s: Mapped[int] = mapped_column(Integer)
+    auth: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    next_at: Mapped[float] = mapped_column(Float, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fetches_total: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    failures_total: Mapped[int] = mapped_column(Integer, default=0)
+    last_ok_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class Token(Base):
     """A bearer secret, stored as its SHA-256: a user's API token or dashboard session, or a
     device's upload token."""

@@ -44,7 +44,17 @@ from sqlalchemy.sql.expression import Executable, Insert, Update
 from gridlens.errors import ConflictError, NotFoundError, ParameterError
 from gridlens.store import security
 from gridlens.store.db import make_engine, upgrade
-from gridlens.store.models import ROLES, AuditEntry, Command, Device, Reading, Token, User
+from gridlens.store.models import (
+    ROLES,
+    AuditEntry,
+    Command,
+    Device,
+    PullSource,
+    Reading,
+    Token,
+    User,
+)
+from gridlens.store.pulls import PullChange, apply_pull_change, pull_dict
 from gridlens.store.timeutil import day_start, iso
 
 F64 = npt.NDArray[np.float64]
@@ -258,7 +268,8 @@ def is_online(d: Device, now: float) -> bool:
     return d.last_seen_at is not None and now - d.last_seen_at < 3 * d.interval_s
 
 
-def device_dict(d: Device) -> dict[str, Any]:
+def device_dict(d: Device, pull: PullSource | None = None) -> dict[str, Any]:
+    """The JSON form of a device; ``pull`` is its pull state (None: the camera pushes)."""
     return {
         "id": d.id,
         "name": d.name,
@@ -269,6 +280,7 @@ def device_dict(d: Device) -> dict[str, Any]:
         "last_seen_at": iso(d.last_seen_at),
         "digits": len(d.roi.get("digits", [])),
         "decimals": d.roi.get("decimals"),
+        "pull": pull_dict(pull),
     }
 
 
@@ -721,11 +733,18 @@ class Store:
         unit: str = "kWh",
         max_rate: float | None = None,
         interval_s: int = 60,
+        pull: PullChange | None = None,
         actor: str = "cli",
     ) -> tuple[Device, str]:
-        """Register a camera; returns (device, upload token) — the token is shown only once."""
+        """Register a camera; returns (device, upload token) — the token is shown only once.
+
+        With ``pull`` (its ``url`` given) the server fetches the camera's photos from that
+        URL every ``pull.interval_s`` instead of waiting for uploads; the first at once.
+        """
         check_name(name, "device")
         check_device_settings(unit, max_rate, interval_s)
+        if pull is not None and not pull.url:
+            raise ParameterError("pull_url is needed to pull a camera's photos")
         now = time.time()
         token = security.new_token("device")
         try:
@@ -743,7 +762,10 @@ class Store:
                 s.add(dev)
                 s.flush()
                 s.add(_token_row(token, "device", now, device_id=dev.id))
-                self._audit(s, actor, "device.add", f"device:{dev.id}", {"name": name}, now)
+                detail: dict[str, Any] = {"name": name}
+                if pull is not None:
+                    detail.update(apply_pull_change(s, dev.id, pull, now))
+                self._audit(s, actor, "device.add", f"device:{dev.id}", detail, now)
         except IntegrityError:
             raise ConflictError(f"a device named {name!r} already exists") from None
         return dev, token
@@ -817,19 +839,24 @@ class Store:
         roi: dict[str, Any] | None = None,
         name: str | None = None,
         reference_jpeg: bytes | None = None,
+        pull: PullChange | None = None,
     ) -> Device:
-        """Change a device's unit, plausibility limit, ROI, reference photo or name (None:
-        unchanged), with the checks of :meth:`add_device`; returns the device.
+        """Change a device's unit, plausibility limit, ROI, reference photo, name or pull
+        settings (None: unchanged), with the checks of :meth:`add_device`; returns the device.
 
         ``roi`` is stored as given: validate it first, like for :meth:`add_device`
         (:func:`gridlens.server.ingest.device_roi`). Sets ``updated_at``, so every server
         process rebuilds the meter's reader; the process owning this store sees the change
         at once, others within :data:`CACHE_TTL_S` (10 s). Values equal to the stored ones
-        change nothing and are not audited.
+        change nothing and are not audited. A change of the pull settings alone leaves
+        ``updated_at`` (and the meter's reader) as it is.
         """
-        if all(v is None for v in (unit, max_rate, roi, name, reference_jpeg)):
+        if pull is not None and pull.empty:
+            pull = None
+        if all(v is None for v in (unit, max_rate, roi, name, reference_jpeg, pull)):
             raise ParameterError(
-                "nothing to change: give a new unit, max_rate, roi, reference photo or name"
+                "nothing to change: give a new unit, max_rate, roi, reference photo, name or "
+                "pull settings"
             )
         if name is not None:
             check_name(name, "device")
@@ -854,9 +881,12 @@ class Store:
                 if reference_jpeg is not None and reference_jpeg != dev.reference_jpeg:
                     detail["reference_jpeg"] = "replaced"
                     dev.reference_jpeg = reference_jpeg
+                if detail:
+                    dev.updated_at = max(now, dev.updated_at + 1e-6)  # always a new reader
+                if pull is not None:
+                    detail.update(apply_pull_change(s, dev.id, pull, now))
                 if not detail:
                     return dev
-                dev.updated_at = max(now, dev.updated_at + 1e-6)  # always a new reader
                 self._audit(s, actor, "device.update", f"device:{dev.id}", detail, now)
         except IntegrityError:
             raise ConflictError(f"a device named {name!r} already exists") from None
@@ -887,6 +917,7 @@ class Store:
         midnight = day_start(now)
         with self.session() as s:
             devs = list(s.scalars(select(Device).order_by(Device.id)))
+            pulls = {p.device_id: p for p in s.scalars(select(PullSource))}
             last_t = (
                 select(Reading.device_id, func.max(Reading.captured_at).label("t"))
                 .group_by(Reading.device_id)
@@ -938,7 +969,7 @@ class Store:
             online = is_online(d, now)
             out.append(
                 {
-                    **device_dict(d),
+                    **device_dict(d, pulls.get(d.id)),
                     "online": online,
                     "last": None if r is None else reading_dict(r),
                     "value": None if ok is None else ok[1],
