@@ -22,11 +22,12 @@ from gridlens.errors import (
     NotFoundError,
 )
 from gridlens.server.ingest import PayloadTooLarge, ReaderCache, prune_images
-from gridlens.server.metrics import Metrics, read_snapshots, write_snapshot
+from gridlens.server.metrics import Metrics, read_snapshots, render_pull_state, write_snapshot
 from gridlens.server.metrics import render as render_metrics
 from gridlens.server.settings import Settings
 from gridlens.store.db import DatabaseError
 from gridlens.store.models import Command, Device
+from gridlens.store.pulls import pull_states
 from gridlens.store.repo import Store, command_dict
 
 log = logging.getLogger("gridlens.server")
@@ -66,11 +67,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         t.start()
         if settings.metrics_dir:
             threading.Thread(target=_flush_metrics, args=(app, stop), daemon=True).start()
+        puller = _make_puller(app) if settings.pull else None
+        if puller is not None:
+            puller.start()
         log.info("server started", extra={"db": store.url, "data_dir": settings.data_dir})
         try:
             yield
         finally:
             stop.set()
+            if puller is not None:
+                puller.stop()
             if bridge is not None:
                 bridge.stop()
             if own_store:
@@ -152,11 +158,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         """Prometheus text format: counters, gauges and latency histograms summed over the
         server's worker processes (the others' numbers are at most a few seconds old)."""
         _update_gauges(app)
+        pulls = render_pull_state(pull_states(store))  # from the database: not summed
         if not settings.metrics_dir:
-            return str(app.state.metrics.render())
+            return str(app.state.metrics.render()) + pulls
         folder = Path(settings.metrics_dir)
         write_snapshot(app.state.metrics, folder)
-        return render_metrics(read_snapshots(folder))
+        return render_metrics(read_snapshots(folder)) + pulls
 
     from gridlens.server.api import router
 
@@ -207,6 +214,20 @@ def _housekeeping(app: FastAPI, stop: threading.Event, every_s: float = 600.0) -
         except OSError as exc:
             log.warning("photo pruning failed", extra={"error": str(exc)})
         stop.wait(every_s)
+
+
+def _make_puller(app: FastAPI) -> Any:
+    """The process's puller of cameras that serve snapshots (``server/pull.py``): their
+    photos take the upload path, with the same readers, metrics and MQTT publishing."""
+    from gridlens.server.pull import Puller
+
+    return Puller(
+        app.state.store,
+        app.state.settings,
+        readers=app.state.readers,
+        metrics=app.state.metrics,
+        publish=app.state.publish_reading,
+    )
 
 
 def _make_bridge(settings: Settings, store: Store) -> Any:

@@ -4,6 +4,10 @@ Each process counts in its own :class:`Metrics`. With ``gridlens serve --workers
 process also writes a snapshot to ``Settings.metrics_dir`` (one JSON file per process,
 every ``metrics_flush_s``), and ``/metrics`` sums the snapshots, so a scrape sees the whole
 server whichever worker answers (at most ``metrics_flush_s`` old for the other workers).
+
+Numbers that live in the database (the pull state of each camera that serves snapshots) are
+not counted by processes: :func:`render_pull_state` renders them from one query at scrape
+time, so they are not multiplied by the number of workers.
 """
 
 from __future__ import annotations
@@ -108,6 +112,31 @@ def render(snapshots: Iterable[Snapshot]) -> str:
         lines.append(f'gridlens_request_seconds_bucket{{route="{r}",le="+Inf"}} {n}')
         lines.append(f'gridlens_request_seconds_sum{{route="{r}"}} {hsum[route]:.6f}')
         lines.append(f'gridlens_request_seconds_count{{route="{r}"}} {n}')
+    return "\n".join(lines) + "\n"
+
+
+def render_pull_state(states: Iterable[tuple[Any, Any]]) -> str:
+    """Prometheus text of the pulled cameras' state in the database, for the whole fleet
+    (every server process and host sharing it), from (device, pull source) rows.
+
+    ``gridlens_pull_devices`` (gauge): cameras the server fetches; per camera (labels
+    ``device_id``, ``device``): ``gridlens_pull_device_failures`` (consecutive failed fetches
+    now, gauge), ``gridlens_pull_device_failures_total`` and
+    ``gridlens_pull_device_fetches_total`` (counters).
+    """
+    rows = list(states)
+    lines = ["# TYPE gridlens_pull_devices gauge", f"gridlens_pull_devices {len(rows)}"]
+    series = (
+        ("gridlens_pull_device_failures", "gauge", "failures"),
+        ("gridlens_pull_device_failures_total", "counter", "failures_total"),
+        ("gridlens_pull_device_fetches_total", "counter", "fetches_total"),
+    )
+    for name, kind, attr in series:
+        if rows:
+            lines.append(f"# TYPE {name} {kind}")
+        for dev, pull in rows:
+            lab = f'device_id="{dev.id}",device="{_esc(dev.name)}"'
+            lines.append(f"{name}{{{lab}}} {getattr(pull, attr)}")
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,11 @@ class Settings:
         sums the workers of one server (``gridlens serve --workers N`` sets it); empty:
         ``/metrics`` shows the answering process only.
     metrics_flush_s : how often a worker writes its snapshot [s].
+    pull : run the puller, which fetches the photos of cameras registered with a pull URL
+        (each due photo is fetched by one process of all those sharing the database).
+    pull_tick_s : how often the puller looks for due cameras [s].
+    pull_timeout_s : the longest one fetch may take, connecting included [s].
+    pull_concurrency : fetches at a time per process.
     """
 
     db: str = "sqlite:///gridlens.db"
@@ -41,6 +46,10 @@ class Settings:
     log_requests: bool = True
     metrics_dir: str = ""
     metrics_flush_s: float = 5.0
+    pull: bool = True
+    pull_tick_s: float = 1.0
+    pull_timeout_s: float = 10.0
+    pull_concurrency: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", normalize_url(self.db))
@@ -51,6 +60,14 @@ class Settings:
         if not 0.1 <= self.metrics_flush_s <= 3600:
             raise ParameterError(
                 f"metrics flush interval must be in [0.1, 3600] s, got {self.metrics_flush_s}"
+            )
+        if not 0.05 <= self.pull_tick_s <= 60:
+            raise ParameterError(f"pull tick must be in [0.05, 60] s, got {self.pull_tick_s}")
+        if not 0.1 <= self.pull_timeout_s <= 300:
+            raise ParameterError(f"pull timeout must be in [0.1, 300] s, got {self.pull_timeout_s}")
+        if not 1 <= self.pull_concurrency <= 256:
+            raise ParameterError(
+                f"pull concurrency must be in [1, 256], got {self.pull_concurrency}"
             )
         if self.image_retention_days < 0:
             raise ParameterError("image retention must be >= 0 days (0 keeps photos forever)")
