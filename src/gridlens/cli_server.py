@@ -43,6 +43,47 @@ def _port(text: str) -> int:
     return v
 
 
+def _pull_options(p: argparse.ArgumentParser, *, change: bool = False) -> None:
+    """--pull-url, --pull-interval and --pull-auth (and, for ``device set``, --no-pull and
+    --no-pull-auth)."""
+    g = p.add_argument_group("cameras that serve snapshots (the server fetches the photos)")
+    url = g.add_mutually_exclusive_group() if change else g
+    url.add_argument(
+        "--pull-url", metavar="URL", help="http(s) snapshot URL, e.g. http://192.168.1.40/capture"
+    )
+    if change:
+        url.add_argument("--no-pull", action="store_true", help="stop fetching: the camera pushes")
+    g.add_argument(
+        "--pull-interval", type=int, metavar="S", help="seconds between fetches (default 60)"
+    )
+    auth = g.add_mutually_exclusive_group() if change else g
+    auth.add_argument(
+        "--pull-auth",
+        metavar="USER:PASS",
+        help="HTTP basic/digest login at the camera (stored, never shown)",
+    )
+    if change:
+        auth.add_argument("--no-pull-auth", action="store_true", help="forget the camera login")
+
+
+def _pull_change(args: argparse.Namespace) -> Any:
+    """The pull settings of ``device add|set`` as a checked PullChange (None: not given)."""
+    from gridlens.store.pulls import PullChange
+
+    url = "" if getattr(args, "no_pull", False) else args.pull_url
+    auth = "" if getattr(args, "no_pull_auth", False) else args.pull_auth
+    if url is None and args.pull_interval is None and auth is None:
+        return None
+    return PullChange(url, args.pull_interval, auth)
+
+
+def _pull_line(pull: dict[str, Any] | None) -> str:
+    if pull is None:
+        return "photos are uploaded by the camera"
+    login = ", with a login" if pull["auth"] else ""
+    return f"photos fetched from {pull['url']} every {pull['interval_s']} s{login}"
+
+
 def add_server_commands(sub: Any, emit_json: Any) -> None:
     s = sub.add_parser(
         "serve",
@@ -71,6 +112,12 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     )
     s.add_argument("--max-upload-mb", type=float, default=2.0)
     s.add_argument("--no-request-log", action="store_true", help="no log line per request")
+    s.add_argument(
+        "--no-pull",
+        action="store_true",
+        help="do not fetch photos from cameras registered with --pull-url (other servers on "
+        "the same database still do)",
+    )
     s.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("device", help="register, list and manage meter cameras")
@@ -79,13 +126,21 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
         "add",
         help="register a camera; prints its id and upload token once",
         description="Register a meter camera. The ROI file is the one `gridlens read` uses; its "
-        "reference photo is stored in the database. The upload token is printed once.",
+        "reference photo is stored in the database. The upload token is printed once. A "
+        "camera that serves snapshots (ESP32-CAM CameraWebServer /capture, AI-on-the-edge "
+        "/img_tmp/raw.jpg, ESPHome, IP cameras) is given --pull-url: the server fetches it.",
     )
     a.add_argument("name")
     a.add_argument("--roi", type=Path, required=True, help="ROI JSON (with its reference photo)")
     a.add_argument("--unit", default="kWh")
     a.add_argument("--max-rate", type=float, help="plausibility limit, unit per hour")
-    a.add_argument("--interval-s", type=int, default=60, help="expected photo interval")
+    a.add_argument(
+        "--interval-s",
+        type=int,
+        default=None,
+        help="expected photo interval (default 60, or the pull interval)",
+    )
+    _pull_options(a)
     _db(a)
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=lambda x: _cmd_device_add(x, emit_json))
@@ -105,6 +160,7 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     ds.add_argument("--max-rate", type=float, help="new plausibility limit, unit per hour")
     ds.add_argument("--roi", type=Path, help="new ROI JSON (with its reference photo)")
     ds.add_argument("--rename", metavar="NEW", help="new device name")
+    _pull_options(ds, change=True)
     _db(ds)
     ds.add_argument("--json", action="store_true")
     ds.set_defaults(func=lambda x: _cmd_device_set(x, emit_json))
@@ -205,6 +261,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         mqtt_port=int(port) if port else 1883,
         mqtt_prefix=args.mqtt_prefix,
         log_requests=not args.no_request_log,
+        pull=not args.no_pull,
     )
     Store.open(settings.db).close()  # migrate once, before any worker starts
     if settings.metrics_dir:
@@ -247,7 +304,15 @@ def _read_roi(path: Path) -> tuple[dict[str, Any], bytes | None]:
 
 def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.server.ingest import device_roi
+    from gridlens.store.pulls import pull_dict, pull_source
 
+    pull = _pull_change(args)  # checked before anything is read or stored
+    if pull is not None and not pull.url:
+        raise ParameterError("--pull-interval and --pull-auth need --pull-url")
+    interval_s = args.interval_s
+    if interval_s is None:  # a pulled camera's photos come every pull interval
+        every = 60 if pull is None or pull.interval_s is None else pull.interval_s
+        interval_s = min(max(every, 10), 86400)
     roi, ref_bytes = _read_roi(args.roi)
     doc = device_roi(roi, ref_bytes)
     with _open_store(args.db) as store:
@@ -257,14 +322,18 @@ def _cmd_device_add(args: argparse.Namespace, emit_json: Any) -> int:
             reference_jpeg=ref_bytes,
             unit=args.unit,
             max_rate=args.max_rate,
-            interval_s=args.interval_s,
+            interval_s=interval_s,
+            pull=pull,
             actor=f"cli:{_whoami()}",
         )
+        pulled = pull_dict(pull_source(store, dev.id))
     if args.json:
-        emit_json({"device_id": dev.id, "token": token})
+        emit_json({"device_id": dev.id, "token": token, "pull": pulled})
     else:
         print(f"device {dev.id} ({dev.name}) registered")
         print(f"upload token (shown once): {token}")
+        if pulled is not None:
+            print(_pull_line(pulled))
     return 0
 
 
@@ -287,10 +356,14 @@ def _cmd_device_list(args: argparse.Namespace, emit_json: Any) -> int:
 
 def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.server.ingest import device_roi
+    from gridlens.store.pulls import pull_source
     from gridlens.store.repo import device_dict
 
-    if args.unit is None and args.max_rate is None and args.roi is None and args.rename is None:
-        raise ParameterError("nothing to change: give --unit, --max-rate, --roi or --rename")
+    pull = _pull_change(args)
+    if all(v is None for v in (args.unit, args.max_rate, args.roi, args.rename, pull)):
+        raise ParameterError(
+            "nothing to change: give --unit, --max-rate, --roi, --rename or the --pull-... options"
+        )
     roi = ref_bytes = None
     if args.roi is not None:
         roi, ref_bytes = _read_roi(args.roi)  # before the database: a bad file changes nothing
@@ -306,12 +379,16 @@ def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
             roi=roi,
             name=args.rename,
             reference_jpeg=ref_bytes,
+            pull=pull,
         )
+        doc = device_dict(dev, pull_source(store, dev.id))
     if args.json:
-        emit_json(device_dict(dev))
+        emit_json(doc)
     else:
         rate = "-" if dev.max_rate is None else f"{dev.max_rate:g} {dev.unit}/h"
         print(f"device {dev.id} ({dev.name}): unit {dev.unit}, max rate {rate}")
+        if pull is not None:
+            print(_pull_line(doc["pull"]))
     return 0
 
 

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from gridlens.errors import DataFormatError
 from gridlens.server import auth
 from gridlens.server.ingest import PayloadTooLarge, device_roi, ingest
+from gridlens.store.pulls import PULL_INTERVAL_S, PullChange, pull_source
 from gridlens.store.repo import (
     CACHE_TTL_S,
     Principal,
@@ -66,6 +67,21 @@ class DeviceUpdate(BaseModel):
     )
     reference_jpeg_b64: str | None = Field(
         None, description="base64 of a new reference photo the ROI boxes refer to"
+    )
+    pull_url: str | None = Field(
+        None,
+        examples=["http://192.168.1.40/capture"],
+        description="fetch the camera's photos from this http(s) snapshot URL instead of "
+        'waiting for uploads; "" stops pulling',
+    )
+    pull_interval_s: int | None = Field(
+        None, description=f"seconds between fetches, {PULL_INTERVAL_S[0]}-{PULL_INTERVAL_S[1]}"
+    )
+    pull_auth: str | None = Field(
+        None,
+        examples=["admin:secret"],
+        description='"user:pass" for HTTP basic or digest authentication at the camera '
+        '(stored, never shown: the device shows only `"auth": true`); "" removes it',
     )
 
 
@@ -136,8 +152,9 @@ def list_devices(request: Request, who: Viewer) -> list[dict[str, Any]]:
 
 @router.get("/devices/{device_id}", tags=["devices"])
 def get_device(device_id: int, request: Request, who: Viewer) -> dict[str, Any]:
-    d = _store(request).device(device_id)
-    return {**device_dict(d), "roi": d.roi}
+    store = _store(request)
+    d = store.device(device_id)
+    return {**device_dict(d, pull_source(store, d.id)), "roi": d.roi}
 
 
 @router.patch(
@@ -148,15 +165,18 @@ def get_device(device_id: int, request: Request, who: Viewer) -> dict[str, Any]:
         409: {"description": "another device has this name"},
         422: {"description": "a value out of range, an invalid ROI or an unknown field"},
     },
-    description="Change a camera's name, unit, plausibility limit, ROI or reference photo "
-    "(admin), with the checks of registration; fields left out (or null) stay. Returns the "
-    "device as `GET /devices/{id}` does. The server process that answers uses the change "
+    description="Change a camera's name, unit, plausibility limit, ROI, reference photo or "
+    "pull settings (admin), with the checks of registration; fields left out (or null) stay. "
+    "With `pull_url` the server fetches the camera's photos itself (the first at once). "
+    "Returns the device as `GET /devices/{id}` does. The server process that answers uses the "
+    "change "
     f"from the next upload, other processes sharing the database within {_TTL}.",
 )
 def update_device(
     device_id: int, body: DeviceUpdate, request: Request, who: Admin
 ) -> dict[str, Any]:
     store = _store(request)
+    pull = PullChange(body.pull_url, body.pull_interval_s, body.pull_auth)  # checked first
     ref = _reference(body.reference_jpeg_b64)
     roi = None
     if body.roi is not None or ref is not None:
@@ -173,8 +193,9 @@ def update_device(
         roi=roi,
         name=body.name,
         reference_jpeg=ref,
+        pull=pull,
     )
-    return {**device_dict(d), "roi": d.roi}
+    return {**device_dict(d, pull_source(store, d.id)), "roi": d.roi}
 
 
 @router.post(

@@ -51,6 +51,7 @@ from gridlens.errors import GridlensError, InputError, NotFoundError, ParameterE
 from gridlens.meter.image import decode_image, encode_jpeg
 from gridlens.server.auth import SESSION_COOKIE
 from gridlens.store.models import Device, Reading
+from gridlens.store.pulls import pull_source
 from gridlens.store.repo import (
     COMMANDS,
     Principal,
@@ -352,7 +353,7 @@ def _meter_context(store: Store, dev: Device, who: Principal) -> dict[str, Any]:
     rejected = store.readings(dev.id, status="rejected", newest_first=True, limit=50)
     now = time.time()
     return {
-        "dev": device_dict(dev),
+        "dev": device_dict(dev, pull_source(store, dev.id)),
         "decimals": int(dev.roi.get("decimals") or 0),
         "last": newest[0] if newest else None,
         "last_ok": last_ok[0] if last_ok else None,
