@@ -12,11 +12,14 @@ The refinement uses two facts about a register:
    centres lie on a straight line in the reference photo and the boxes have one size. Boxes
    drawn one by one, each a little off, are put back on the robust (Theil-Sen) line through
    their centres, at the median size. With fewer than three boxes this step is skipped.
-2. **The higher wheels stand on their digits.** Only the rightmost wheel turns
+2. **The digits have one size.** The boxes are centred horizontally on the digits' ink and
+   sized so that the ink fills 60 % of their height (:data:`_INK_TARGET`), whatever size
+   they were drawn (within 0.75-1.33 times).
+3. **The higher wheels stand on their digits.** Only the rightmost wheel turns
    continuously; a higher wheel rests on a whole digit except during a carry. So the boxes
    are right where the digit model reads the higher wheels as whole digits, with high
-   confidence. One shift (dx, dy) and one scale common to all boxes is searched on a grid
-   (dy +-30 % of the box height, dx +-20 % of the width, scale 0.8-1.25), coarse then fine,
+   confidence. One vertical shift common to all boxes is searched on a grid
+   (dy +-30 % of the box height, coarse, then fine, and then +-6 % per standing wheel),
    scoring each candidate by
 
        J = mean over the higher wheels of  confidence x exp(-(d / 0.1)^2)
@@ -50,11 +53,12 @@ U8 = npt.NDArray[np.uint8]
 
 _DY = np.linspace(-0.30, 0.30, 13)  # coarse vertical shifts [box heights]
 _DY_FINE = np.linspace(-0.04, 0.04, 9)
-#: Digit-ink height over crop height that needs no resizing: the 10th and 90th percentiles
-#: in the digit model's training crops (653 whole-digit crops of meter-digits: 0.53 and
-#: 0.81, median 0.67). Shrinking a box that is merely roomy cuts mid-roll digits, so only
-#: boxes outside this range are resized, to its nearest end.
-_INK_H = (0.53, 0.81)
+#: Digit-ink height over box height that every refined box gets. In the digit model's
+#: training crops (653 whole-digit crops of meter-digits) it is 0.53-0.81 (10th-90th
+#: percentile, median 0.67); 0.6 leaves room for mid-roll digits, which a tight box cuts.
+#: One target for every start is what makes the refined boxes, and so the reading, the same
+#: however big the boxes were drawn.
+_INK_TARGET = 0.6
 _SIGMA = 0.1  # digits: how close to a whole digit a standing wheel reads
 _PRIOR = 0.05  # score lost per box height of shift (keeps boxes put when J is flat)
 
@@ -293,11 +297,9 @@ def refine_boxes(
     grid = [(0.0, float(dy), 1.0) for dy in _DY]
     dy0 = grid[best(grid, False)[0]][1]
     # 2. horizontal and size: centre the digits' ink in the boxes (one shift for all), and
-    #    size the boxes so the digit fills them as in the model's training crops
+    #    size the boxes so the digit ink fills _INK_TARGET of their height
     dx0, ink_h = _ink(gray, boxes(0.0, dy0, 1.0))
-    s0 = 1.0
-    if ink_h is not None:  # resize only boxes clearly outside the training crops' range
-        s0 = float(np.clip(ink_h / np.clip(ink_h, *_INK_H), 0.75, 1.33))
+    s0 = 1.0 if ink_h is None else float(np.clip(ink_h / _INK_TARGET, 0.75, 1.33))
     # 3. fine vertical: the standing wheels read whole digits
     grid = [(dx0, dy0 + float(f), s0) for f in _DY_FINE]
     k, top = best(grid, False)
