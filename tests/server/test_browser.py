@@ -227,3 +227,90 @@ def test_login_meter_page_charts_and_photo(server: Server, browser: Any) -> None
     shot = server.tmp / "meter-page.png"
     assert d.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+
+def _login(d: Any, url: str) -> None:
+    d.get(f"{url}/")
+    if "/login" in d.current_url:
+        d.find_element(By.NAME, "username").send_keys("admin")
+        d.find_element(By.NAME, "password").send_keys(PASSWORD)
+        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        WebDriverWait(d, WAIT_S).until(lambda drv: drv.current_url == f"{url}/")
+
+
+def test_add_meter_in_the_browser(server: Server, browser: Any) -> None:
+    """Add meter: upload a photo, get proposed boxes and a live reading, drag a box, save,
+    see the token and the device's config; the saved (refined) boxes stay editable."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    d = browser
+    _login(d, server.url)
+    d.find_element(By.ID, "add-meter").click()
+    WebDriverWait(d, WAIT_S).until(lambda drv: drv.current_url.endswith("/meters/new"))
+    ref, _ = render_reference(6, 1, reading=4321.25)
+    photo = server.tmp / "first-photo.jpg"
+    photo.write_bytes(encode_jpeg(ref, 92))
+    d.find_element(By.ID, "f-name").send_keys("garage")
+    d.find_element(By.ID, "photo-file").send_keys(str(photo))
+    root = d.find_element(By.ID, "setup")
+    WebDriverWait(d, WAIT_S).until(lambda _: root.get_attribute("data-preview-value"))
+    assert "Proposed 6 wheels" in d.find_element(By.ID, "status").text
+    assert root.get_attribute("data-preview-value").startswith("4321.")
+    wheels = d.find_elements(By.CSS_SELECTOR, "#wheels tbody tr")
+    assert len(wheels) == 6
+
+    box = d.find_elements(By.CSS_SELECTOR, ".box.digit")[2]
+    before = box.get_attribute("style")
+    d.execute_script("arguments[0].removeAttribute('data-preview-value')", root)
+    ActionChains(d).click_and_hold(box).move_by_offset(3, 2).move_by_offset(
+        1, 1
+    ).release().perform()
+    WebDriverWait(d, WAIT_S).until(lambda _: root.get_attribute("data-preview-value"))
+    moved = d.find_elements(By.CSS_SELECTOR, ".box.digit")[2]
+    assert moved.get_attribute("style") != before
+    assert root.get_attribute("data-preview-value").startswith("4321.")
+
+    d.find_element(By.ID, "save").click()
+    saved = d.find_element(By.ID, "saved")
+    WebDriverWait(d, WAIT_S).until(lambda _: saved.is_displayed())
+    token = d.find_element(By.ID, "token").text
+    assert len(token) > 20
+    cfg = json.loads(d.find_element(By.ID, "client-config").text)
+    assert cfg["token"] == token and cfg["name"] == "garage" and cfg["device_id"] > 0
+    assert cfg["server"] == server.url
+    assert d.current_url.endswith(f"/meters/{cfg['device_id']}/setup")
+    assert not d.find_element(By.ID, "refine").is_selected()  # the stored boxes, as stored
+    assert len(d.find_elements(By.CSS_SELECTOR, ".box.digit")) == 6
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as c:
+        r = c.get(f"/api/v1/devices/{cfg['device_id']}", headers={"Cookie": _cookie(d)})
+    assert r.status_code == 200 and r.json()["roi"]["refined"] is True
+
+    errors = [
+        e for e in d.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
+    ]
+    assert not errors, errors
+    shot = os.environ.get("GRIDLENS_SETUP_SCREENSHOT")  # docs/img/setup-page.png
+    if shot:
+        d.set_window_size(1280, 1900)
+        d.execute_script("window.scrollTo(0, 0)")
+        assert d.save_screenshot(shot)
+
+
+def test_edit_boxes_rereads_recent_photos(server: Server, browser: Any) -> None:
+    """Edit boxes: the stored reference photo and boxes load, and the last photos are read
+    again with them beside their stored values."""
+    d = browser
+    _login(d, server.url)
+    d.get(f"{server.url}/meters/{server.device}")
+    d.find_element(By.ID, "edit-boxes").click()
+    WebDriverWait(d, WAIT_S).until(lambda drv: drv.current_url.endswith("/setup"))
+    rows = "#replay tbody tr td.num"
+    WebDriverWait(d, WAIT_S).until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, rows)) >= 10)
+    cells = [c.text for c in d.find_elements(By.CSS_SELECTOR, rows)]
+    assert cells[0] == cells[1]  # newest photo: stored value == value with the stored boxes
+    assert len(d.find_elements(By.CSS_SELECTOR, ".box.digit")) == 6
+    assert not d.find_element(By.ID, "refine").is_selected()
+
+
+def _cookie(d: Any) -> str:
+    return "; ".join(f"{c['name']}={c['value']}" for c in d.get_cookies())

@@ -175,7 +175,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     from gridlens.server.dashboard import STATIC
     from gridlens.server.dashboard import router as dashboard
+    from gridlens.server.setup_pages import router as setup_pages
 
+    app.include_router(setup_pages)  # before the dashboard's: /meters/new is no meter id
     app.include_router(dashboard)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
