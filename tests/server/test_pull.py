@@ -435,7 +435,8 @@ def test_bad_pull_settings_are_refused_over_rest(api_env: dict[str, Any], layout
     for body, words in [
         ({"pull_url": "ftp://cam/x.jpg"}, "pull_url must be an http:// or https:// URL"),
         ({"pull_url": "http:///capture"}, "pull_url must be an http:// or https:// URL"),
-        ({"pull_url": "http://admin:pw@cam/capture"}, "must not hold a user or password"),
+        ({"pull_url": "http://admin:no-colon-secret@cam/x"}, "must not hold a user or password"),
+        ({"pull_url": "ftp://admin:no-colon-secret@cam/x"}, "got 'ftp://admin:***@cam/x'"),
         ({"pull_url": "http://cam/x", "pull_interval_s": 2}, "in [5, 86400], got 2"),
         ({"pull_url": "http://cam/x", "pull_interval_s": 10**6}, "in [5, 86400], got 1000000"),
         ({"pull_url": "http://cam/x", "pull_auth": "no-colon-secret"}, "pull_auth must be"),

@@ -145,13 +145,19 @@ class PullChange:
 
 
 def display_url(url: str) -> str:
-    """``url`` as shown on pages, in JSON and logs: the values of query parameters that look
-    like secrets (``pwd=``, ``token=``...) replaced by ``***``."""
+    """``url`` as shown on pages, in JSON, errors and logs: a password in it, and the values
+    of query parameters that look like secrets (``pwd=``, ``token=``...), replaced by ``***``."""
     parts = urlsplit(url)
-    if not parts.query:
-        return url
-    query = [(k, "***" if _SECRET_KEY.search(k) else v) for k, v in parse_qsl(parts.query, True)]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    if "@" in parts.netloc:
+        user, _, host = parts.netloc.rpartition("@")
+        name, sep, _password = user.partition(":")
+        parts = parts._replace(netloc=f"{name}{sep and ':***'}@{host}")
+    if parts.query:
+        query = [
+            (k, "***" if _SECRET_KEY.search(k) else v) for k, v in parse_qsl(parts.query, True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 def pull_dict(p: PullSource | None, now: float | None = None) -> dict[str, Any] | None:
