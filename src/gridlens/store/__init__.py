@@ -7,6 +7,7 @@ SQLite (WAL) is the default (``sqlite:///gridlens.db``); PostgreSQL works with
 from __future__ import annotations
 
 from gridlens.store.db import DEFAULT_DB, DatabaseError, make_engine, normalize_url, upgrade
+from gridlens.store.pulls import PullChange
 from gridlens.store.repo import (
     COMMANDS,
     NewReading,
@@ -24,6 +25,7 @@ __all__ = [
     "DatabaseError",
     "NewReading",
     "Principal",
+    "PullChange",
     "Store",
     "command_dict",
     "consumption",
