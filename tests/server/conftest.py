@@ -87,10 +87,10 @@ class Layout:
     roi: dict[str, Any]
 
     def photo(self, reading: float, seed: int = 0, clean: bool = True) -> bytes:
-        """A photo that reads ``reading``: the last wheel is drawn halfway to its next digit
-        (at exactly a digit the last wheel is legitimately read either way)."""
+        """A photo that reads ``reading``: the last wheel stands on its digit (a person reads
+        the digit shown; half-way, at the 0.55 boundary, it may legitimately go either way)."""
         kw: dict[str, Any] = dict(NO_CAMERA_EFFECTS) if clean else {}
-        img = render_meter(reading + 0.05, seed=seed, **kw).image
+        img = render_meter(reading, seed=seed, **kw).image
         return encode_jpeg(img, 85)
 
     def device_body(self, name: str, **kw: Any) -> dict[str, Any]:
