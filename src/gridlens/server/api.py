@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gridlens.errors import DataFormatError
 from gridlens.server import auth
+from gridlens.server.bodies import read_body
 from gridlens.server.ingest import PayloadTooLarge, device_roi, ingest
 from gridlens.store.pulls import PULL_INTERVAL_S, PullChange, pull_source
 from gridlens.store.repo import (
@@ -320,17 +321,7 @@ async def upload_image(
     auth.require_device(request, device_id)
     settings = request.app.state.settings
     limit = settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"photo is {int(declared):,} bytes; the limit is {limit:,} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"photo is over the {limit:,}-byte limit")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    body = await read_body(request, limit)
     store = _store(request)
     dev = store.device_cached(device_id)
     t0 = time.perf_counter()

@@ -44,12 +44,13 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
-from starlette.types import Message
 
 from gridlens import __version__
 from gridlens.errors import GridlensError, InputError, NotFoundError, ParameterError
 from gridlens.meter.image import decode_image, encode_jpeg
 from gridlens.server.auth import SESSION_COOKIE
+from gridlens.server.bodies import read_form
+from gridlens.server.ingest import PayloadTooLarge
 from gridlens.store.models import Device, Reading
 from gridlens.store.pulls import pull_source
 from gridlens.store.repo import (
@@ -632,31 +633,6 @@ def latest_jpg(device_id: int, request: Request) -> Response:
 # ------------------------------------------------------------------------------ power quality
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _limited_form(request: Request, limit: int) -> FormData:
-    """Parse a multipart form, giving up (``_TooLarge``) once the body passes ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    seen = 0
-    receive = request.receive
-
-    async def counted() -> Message:
-        nonlocal seen
-        msg = await receive()
-        if msg["type"] == "http.request":
-            seen += len(msg.get("body", b""))
-            if seen > limit:
-                raise _TooLarge
-        return msg
-
-    limited = Request(request.scope, counted)
-    return await limited.form(max_files=3, max_fields=20, max_part_size=16 * 1024)
-
-
 @dataclasses.dataclass(frozen=True)
 class _PQOptions:
     f0_hz: float = 60.0
@@ -832,8 +808,10 @@ async def pq_upload(request: Request) -> Response:
         return who
     mb = PQ_MAX_BYTES // (1024 * 1024)
     try:
-        form = await _limited_form(request, PQ_MAX_BYTES + _FORM_SLACK)
-    except _TooLarge:
+        form = await read_form(
+            request, PQ_MAX_BYTES + _FORM_SLACK, max_files=3, max_fields=20, max_part_size=16 * 1024
+        )
+    except PayloadTooLarge:
         return _pq_page(
             request,
             who,

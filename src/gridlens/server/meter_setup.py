@@ -37,10 +37,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from gridlens.errors import ComputationError, DataFormatError, GridlensError, ParameterError
 from gridlens.server import auth
+from gridlens.server.bodies import read_body, read_form
 from gridlens.server.ingest import PayloadTooLarge, ReaderCache, check_jpeg
 from gridlens.store.models import Device, Reading
 from gridlens.store.repo import Principal, Store, roi_without_image
@@ -373,21 +373,6 @@ def _limit(request: Request) -> int:
     return limit
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the photo is {int(declared):,} bytes; the limit is {limit:,}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the photo is over the {limit:,}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _form(request: Request, limit: int) -> tuple[bytes, str]:
     """The ``image`` and ``roi`` parts of a multipart body of at most ``limit`` bytes."""
     ctype = request.headers.get("content-type", "")
@@ -396,24 +381,9 @@ async def _form(request: Request, limit: int) -> tuple[bytes, str]:
             "send multipart/form-data with an `image` part (the JPEG photo) and a `roi` part "
             f"(the ROI JSON), got {ctype or 'no Content-Type'}"
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the upload is {int(declared):,} bytes; the limit is {limit:,}")
-    seen = 0
-    receive = request.receive
-
-    async def counted() -> Message:
-        nonlocal seen
-        msg = await receive()
-        if msg["type"] == "http.request":
-            seen += len(msg.get("body", b""))
-            if seen > limit:
-                raise PayloadTooLarge(f"the upload is over the {limit:,}-byte limit")
-        return msg
-
     try:
-        form = await Request(request.scope, counted).form(
-            max_files=1, max_fields=4, max_part_size=ROI_MAX_CHARS
+        form = await read_form(
+            request, limit, max_files=1, max_fields=4, max_part_size=ROI_MAX_CHARS
         )
     except PayloadTooLarge:
         raise
@@ -481,7 +451,7 @@ async def suggest_endpoint(request: Request, who: Admin) -> dict[str, Any]:
             415, f"send the photo as the body with Content-Type: image/jpeg, not {ctype}"
         )
     limit = _limit(request)
-    body = await _body(request, limit)
+    body = await read_body(request, limit)
     return await run_in_threadpool(suggest, body, _cache(request), max_bytes=limit)
 
 
