@@ -37,6 +37,7 @@ meter's history.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,25 +117,32 @@ def register_value(reading: float, decimals: int) -> float:
     (129.9, 130.0, 6.0)
     """
     scaled = round(float(reading) * 10**decimals, 6)
-    base = np.floor(scaled)
-    shown = base + (1.0 if scaled - base >= SHOWN_AT - 1e-9 else 0.0)
-    return float(round(float(shown) / 10**decimals, decimals))
+    base = math.floor(scaled)
+    shown = base + _shows_next(scaled - base)
+    return float(round(shown / 10**decimals, decimals))
 
 
-def _value(digits: tuple[int, ...], decimals: int) -> float:
+def _shows_next(frac: float) -> int:
+    """1 when a last wheel this far past its digit shows the next one (rule 1), else 0."""
+    return 1 if frac >= SHOWN_AT - 1e-9 else 0
+
+
+def _count(digits: tuple[int, ...]) -> int:
+    """The counter ``digits`` as one integer, in units of the last wheel."""
     v = 0
     for d in digits:
         v = v * 10 + d
-    return round(float(v) / 10.0**decimals, decimals)
+    return v
+
+
+def _value(digits: tuple[int, ...], decimals: int) -> float:
+    return round(float(_count(digits)) / 10.0**decimals, decimals)
 
 
 def _bump(digits: tuple[int, ...], step: int) -> tuple[int, ...]:
     """``digits`` as a counter plus ``step`` units of the last wheel (wrapping)."""
     n = len(digits)
-    v = 0
-    for d in digits:
-        v = v * 10 + d
-    v = (v + step) % 10**n
+    v = (_count(digits) + step) % 10**n
     return tuple(int(c) for c in str(v).zfill(n))
 
 
@@ -171,7 +179,7 @@ def resolve_wheels(
     last = float(r[-1])
     base[-1] = int(np.floor(last)) % 10
     frac = last - np.floor(last)
-    shown = 1 if frac >= SHOWN_AT else 0  # rule 1: the last wheel shows its next digit
+    shown = _shows_next(frac)
     gap = abs(frac - SHOWN_AT)
     amb[-1] = 0.5 * float(np.exp(-gap / 0.05)) if gap < NEAR_SHOWN else 0.0
     alt_dir[-1] = -1 if shown else 1

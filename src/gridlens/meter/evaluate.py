@@ -33,6 +33,7 @@ from gridlens.meter.image import decode_image
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.reading import MeterReader, MeterSession
 from gridlens.meter.roi import Box, MeterROI, load_roi
+from gridlens.meter.synth import wheel_positions
 
 __all__ = [
     "DISPLACEMENTS",
@@ -227,11 +228,7 @@ def composed_meters(
             unit = 10 ** (k + 1)
             count = (count // unit) * unit + unit - int(rng.integers(1, 10))  # lower wheels 9.x
         v = count / 10.0  # in units of the last wheel
-        pos = [(count % 100) / 10.0]
-        for j in range(1, n_digits):
-            digit = (count // 10 ** (j + 1)) % 10
-            pos.append(digit + max(0.0, pos[-1] - 9.0))
-        pos = pos[::-1]
+        pos = wheel_positions(v / 10**decimals, n_digits, decimals)
         idx = []
         for p in pos:
             pool = by_label[round(p * 10) % 100]

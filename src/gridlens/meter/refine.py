@@ -105,6 +105,20 @@ def _gray(img: U8) -> U8:
     return img
 
 
+def _line(xs: npt.ArrayLike, ys: npt.ArrayLike) -> tuple[float, float]:
+    """(slope, intercept) of the Theil-Sen line through the points: the median of the
+    pairwise slopes, then the median intercept. Robust to a box or two drawn far off."""
+    x, y = np.asarray(xs, float), np.asarray(ys, float)
+    pairs = [
+        (y[j] - y[i]) / (x[j] - x[i])
+        for i in range(len(x))
+        for j in range(i + 1, len(x))
+        if x[j] - x[i] > 1e-6
+    ]
+    slope = float(np.median(pairs)) if pairs else 0.0
+    return slope, float(np.median(y - slope * x))
+
+
 def _row_fit(boxes: Sequence[Box]) -> list[tuple[float, float, float, float]]:
     """Boxes as (cx, cy, w, h), put on one line at the median size (3+ boxes)."""
     cx = np.array([b.x + b.w / 2.0 for b in boxes])
@@ -116,14 +130,7 @@ def _row_fit(boxes: Sequence[Box]) -> list[tuple[float, float, float, float]]:
             (float(a), float(b), float(c), float(d))
             for a, b, c, d in zip(cx, cy, w, h, strict=True)
         ]
-    pairs = [
-        (cy[j] - cy[i]) / (cx[j] - cx[i])
-        for i in range(len(cx))
-        for j in range(i + 1, len(cx))
-        if cx[j] - cx[i] > 1e-6
-    ]
-    slope = float(np.median(pairs)) if pairs else 0.0
-    icpt = float(np.median(cy - slope * cx))
+    slope, icpt = _line(cx, cy)
     wm, hm = float(np.median(w)), float(np.median(h))
     return [(float(x), icpt + slope * float(x), wm, hm) for x in cx]
 
@@ -131,10 +138,6 @@ def _row_fit(boxes: Sequence[Box]) -> list[tuple[float, float, float, float]]:
 def _box(cx: float, cy: float, w: float, h: float) -> Box:
     wi, hi = max(4, round(w)), max(4, round(h))
     return Box(round(cx - wi / 2.0), round(cy - hi / 2.0), wi, hi)
-
-
-def _inside(b: Box, width: int, height: int) -> bool:
-    return b.inside(width, height)
 
 
 def _ink(gray: U8, boxes: Sequence[Box]) -> tuple[float, float | None]:
@@ -192,7 +195,7 @@ class _Scorer:
     def scores(self, candidates: list[list[Box]]) -> tuple[npt.NDArray[np.float64], ...]:
         """(J over the standing wheels, mean confidence over all wheels) per candidate."""
         h, w = self.gray.shape
-        ok = [all(_inside(b, w, h) for b in c) for c in candidates]
+        ok = [all(b.inside(w, h) for b in c) for c in candidates]
         crops = [
             preprocess(self.gray[b.y : b.y2, b.x : b.x2])
             for c, good in zip(candidates, ok, strict=True)
@@ -228,16 +231,7 @@ def _per_box(scorer: _Scorer, boxes: list[Box], cx: Sequence[float]) -> list[Box
         # only this box changes between candidates, so J ranks its own reading
         j = j - _PRIOR * np.abs(steps)
         out[k] = cands[int(np.argmax(j))][k]
-    ys = np.array([b.y + b.h / 2.0 for b in out[:-1]])
-    xs = np.asarray(cx[:-1], float)
-    slopes = [
-        (ys[j] - ys[i]) / (xs[j] - xs[i])
-        for i in range(len(xs))
-        for j in range(i + 1, len(xs))
-        if xs[j] - xs[i] > 1e-6
-    ]
-    slope = float(np.median(slopes)) if slopes else 0.0
-    icpt = float(np.median(ys - slope * xs))
+    slope, icpt = _line(cx[:-1], [b.y + b.h / 2.0 for b in out[:-1]])
     last = out[-1]
     out[-1] = replace(last, y=round(icpt + slope * cx[-1] - last.h / 2.0))
     return out
