@@ -202,35 +202,56 @@ def auto_patches(ref: U8, mask: U8) -> tuple[Box, ...]:
     """
     h, w = ref.shape
     p = int(np.clip(round(0.04 * max(w, h)), 16, 48))
-    half = p // 2
-    eig = cv2.cornerMinEigenVal(ref, blockSize=max(3, half | 1), ksize=3)
-    ok = cv2.erode(mask, np.ones((2 * p + 1, 2 * p + 1), np.uint8)) > 0
-    ok[: 2 * p, :] = False
-    ok[-2 * p :, :] = False
-    ok[:, : 2 * p] = False
-    ok[:, -2 * p :] = False
+    boxes: list[Box] = []
+    for cell in grid_corners(ref, mask, patch=p, border=2 * p, per_cell=8):
+        b = next((b for b in cell if _unique(ref, b)), None)
+        if b is not None:
+            boxes.append(b)
+    return tuple(boxes)
+
+
+def grid_corners(img: U8, mask: U8, *, patch: int, border: int, per_cell: int) -> list[list[Box]]:
+    """Corner-like ``patch`` x ``patch`` boxes in each cell of a 4x3 grid over ``img``.
+
+    Corner strength is the smaller eigenvalue of the structure tensor [1]_. A box must lie
+    where ``mask`` is non-zero (eroded by the patch) and ``border`` px from the edges; per
+    cell, up to ``per_cell`` candidates at least 5 % as strong as the strongest anywhere,
+    strongest first.
+
+    References
+    ----------
+    .. [1] J. Shi and C. Tomasi, "Good features to track", Proc. IEEE CVPR 1994, 593-600.
+       doi:10.1109/CVPR.1994.323794
+    """
+    h, w = img.shape
+    half = patch // 2
+    eig = cv2.cornerMinEigenVal(img, blockSize=max(3, half | 1), ksize=3)
+    ok = cv2.erode(mask, np.ones((border + 1, border + 1), np.uint8)) > 0
+    ok[:border, :] = False
+    ok[-border:, :] = False
+    ok[:, :border] = False
+    ok[:, -border:] = False
     strength = np.where(ok, eig, 0.0)
     top = float(strength.max())
     if top <= 0:
-        return ()
-    boxes: list[Box] = []
+        return []
+    cells: list[list[Box]] = []
     step = max(2, half // 2)
     for gy in range(3):
         for gx in range(4):
             y0, y1 = gy * h // 3, (gy + 1) * h // 3
             x0, x1 = gx * w // 4, (gx + 1) * w // 4
             cell = strength[y0:y1:step, x0:x1:step]
-            order = np.argsort(cell, axis=None)[::-1][:8]
-            for flat in order:
+            found: list[Box] = []
+            for flat in np.argsort(cell, axis=None)[::-1][:per_cell]:
                 if cell.flat[flat] < 0.05 * top:
                     break
                 cy, cx = np.unravel_index(flat, cell.shape)
-                x, y = x0 + int(cx) * step - half, y0 + int(cy) * step - half
-                b = Box(x, y, p, p)
-                if _unique(ref, b):
-                    boxes.append(b)
-                    break
-    return tuple(boxes)
+                found.append(
+                    Box(x0 + int(cx) * step - half, y0 + int(cy) * step - half, patch, patch)
+                )
+            cells.append(found)
+    return cells
 
 
 def _unique(ref: U8, b: Box) -> bool:

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridlens.errors import InsufficientDataError, ParameterError
+from gridlens.meter._align_match import grid_corners
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.roi import Box, MeterROI, Reference
 
@@ -740,39 +741,9 @@ def _uniqueness(gray: U8, b: Box) -> float:
 
 
 def _corner_patches(gray: U8, mask: U8) -> list[Box]:
-    """The strongest corner patch of each cell of a 4x3 grid, where ``mask`` allows.
-
-    Corner strength is the smaller eigenvalue of the structure tensor [1]_.
-
-    References
-    ----------
-    .. [1] J. Shi and C. Tomasi, "Good features to track", Proc. IEEE CVPR, 1994.
-    """
+    """The strongest corner patch of each cell of a 4x3 grid, where ``mask`` allows
+    (:func:`gridlens.meter._align_match.grid_corners`, with larger patches than the
+    aligner's)."""
     h, w = gray.shape
     p = int(np.clip(round(0.06 * max(w, h)), 20, 96))
-    half = p // 2
-    eig = cv2.cornerMinEigenVal(gray, blockSize=max(3, half | 1), ksize=3)
-    ok = cv2.erode(mask, np.ones((p + 1, p + 1), np.uint8)) > 0
-    ok[:p, :] = False
-    ok[-p:, :] = False
-    ok[:, :p] = False
-    ok[:, -p:] = False
-    score = np.where(ok, eig, 0.0)
-    top = float(score.max())
-    if top <= 0:
-        return []
-    boxes: list[Box] = []
-    step = max(2, half // 2)
-    for gy in range(3):
-        for gx in range(4):
-            y0, y1 = gy * h // 3, (gy + 1) * h // 3
-            x0, x1 = gx * w // 4, (gx + 1) * w // 4
-            cell = score[y0:y1:step, x0:x1:step]
-            if cell.size == 0:
-                continue
-            flat = int(np.argmax(cell))
-            if cell.flat[flat] < 0.05 * top:
-                continue
-            cy, cx = np.unravel_index(flat, cell.shape)
-            boxes.append(Box(x0 + int(cx) * step - half, y0 + int(cy) * step - half, p, p))
-    return boxes
+    return [c[0] for c in grid_corners(gray, mask, patch=p, border=p, per_cell=1) if c]
