@@ -25,6 +25,7 @@ __all__ = [
     "GridlensError",
     "InputError",
     "InsufficientDataError",
+    "NoCounterError",
     "NotFoundError",
     "ParameterError",
     "check_param",
@@ -61,6 +62,10 @@ class ComputationError(GridlensError, RuntimeError):
 
 class InsufficientDataError(ComputationError, InputError):
     """Too little data for the requested computation (e.g. fewer than two cycles)."""
+
+
+class NoCounterError(InsufficientDataError):
+    """No row of digit wheels was found in a meter photo."""
 
 
 class ConvergenceError(ComputationError):

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from gridlens.errors import InsufficientDataError, ParameterError
+from gridlens.errors import NoCounterError, ParameterError
 from gridlens.meter._align_match import grid_corners
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.roi import Box, MeterROI, Reference
@@ -65,10 +65,6 @@ EXTEND_CONFIDENCE = 0.6
 SURE_CONFIDENCE = 0.9
 #: Model confidence below which the first or last wheel of a row is dropped.
 END_CONFIDENCE = 0.85
-
-
-class NoCounterError(InsufficientDataError):
-    """No row of digit wheels was found in the photo."""
 
 
 @dataclass(frozen=True)
