@@ -125,8 +125,9 @@ def evaluate_series(
     reader = MeterReader(roi, model=model)
     dec = roi.decimals
     res = SeriesResult(len(ps.files), 0, 0, 0, 0)
+    photos = {f: decode_image(ps.folder / f) for f in ps.files}  # decoded once for both passes
     for f, t in zip(ps.files, ps.truth, strict=True):
-        r = reader.read_file(ps.folder / f)
+        r = reader.read(photos[f])
         res.values.append(r.value)
         res.rejected_single += r.status != "ok"
         if _same(r.value, t, dec):
@@ -136,7 +137,7 @@ def evaluate_series(
     session = MeterSession(reader)
     last = -math.inf
     for f, t in sorted(zip(ps.files, ps.truth, strict=True)):
-        r = session.feed(ps.folder / f)
+        r = session.feed(photos[f])
         if r.status == "ok" and r.value is not None:
             res.accepted_decreases += r.value < last - 1e-9
             last = r.value
