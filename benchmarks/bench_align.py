@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from gridlens.errors import ComputationError
 from gridlens.meter.align import Aligner, Alignment
+from gridlens.meter.data import data_root
 from gridlens.meter.image import decode_image
 from gridlens.meter.reading import MeterReader
 from gridlens.meter.roi import MeterROI, load_roi
@@ -215,11 +216,7 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=12, help="synthetic photos per pose")
     a = ap.parse_args()
     cv2.setNumThreads(2)
-    root = Path(
-        os.environ.get(
-            "GRIDLENS_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
-        )
-    )
+    root = data_root()
     print(f"cv2 threads: {cv2.getNumThreads()}, CPU cores: {os.cpu_count()}")
     real(root / "meter-photos", a.repeat)
     synthetic(a.synthetic, a.repeat)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ import pytest
 from gridlens.errors import ComputationError, NotFoundError, ParameterError
 from gridlens.meter._align_match import halve, score, to_gray
 from gridlens.meter.align import Aligner, crop_digits
+from gridlens.meter.data import data_root
 from gridlens.meter.image import decode_image
 from gridlens.meter.reading import MeterReader
 from gridlens.meter.roi import MeterROI, Reference, load_roi
@@ -360,14 +360,7 @@ def test_photo_cut_off_too_far_is_refused(aligners: dict[str, Aligner]) -> None:
 
 # --- real photos (GRIDLENS_DATA/meter-photos) --------------------------------------------------
 
-PHOTOS = (
-    Path(
-        os.environ.get(
-            "GRIDLENS_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"
-        )
-    )
-    / "meter-photos"
-)
+PHOTOS = data_root() / "meter-photos"
 # frames of the reference camera whose wheels sit well inside their windows
 REAL = [
     ("wmsc", "20200126-2058_5108b11_9db1f64e.jpg"),

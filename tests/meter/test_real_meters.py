@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gridlens.meter.data import data_root
 from gridlens.meter.evaluate import (
     box_robustness,
     composed_meters,
-    data_root,
     evaluate_series,
     load_photo_set,
 )

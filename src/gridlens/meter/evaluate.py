@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from gridlens.errors import NotFoundError
 from gridlens.meter.carry import register_value, resolve_wheels
+from gridlens.meter.data import data_root
 from gridlens.meter.image import decode_image
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.reading import MeterReader, MeterSession
@@ -40,7 +40,6 @@ __all__ = [
     "PhotoSet",
     "box_robustness",
     "composed_meters",
-    "data_root",
     "displace",
     "evaluate_series",
     "load_photo_set",
@@ -59,14 +58,6 @@ DISPLACEMENTS: dict[str, tuple[float, float, float, float]] = {
     "down 15 %, too big": (0.0, 0.15, 1.2, 0.0),
     "up 15 %, too small": (0.0, -0.15, 0.8, 0.0),
 }
-
-
-def data_root() -> Path:
-    """``$GRIDLENS_DATA``, or ``../shared/data`` beside the repository."""
-    env = os.environ.get("GRIDLENS_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 @dataclass(frozen=True)
