@@ -21,14 +21,14 @@ from gridlens.errors import (
     InputError,
     NotFoundError,
 )
+from gridlens.server.bridge import make_bridge, publish_command, publish_reading
 from gridlens.server.ingest import PayloadTooLarge, ReaderCache, prune_images
 from gridlens.server.metrics import Metrics, read_snapshots, render_pull_state, write_snapshot
 from gridlens.server.metrics import render as render_metrics
 from gridlens.server.settings import Settings
 from gridlens.store.db import DatabaseError
-from gridlens.store.models import Command, Device
 from gridlens.store.pulls import pull_states
-from gridlens.store.repo import Store, command_dict
+from gridlens.store.repo import Store
 
 log = logging.getLogger("gridlens.server")
 
@@ -92,9 +92,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store
     app.state.readers = ReaderCache()
     app.state.metrics = Metrics()
-    app.state.mqtt = _make_bridge(settings, store)
-    app.state.publish_reading = lambda dev, reading: _publish_reading(app, dev, reading)
-    app.state.publish_command = lambda dev, cmd: _publish_command(app, dev, cmd)
+    app.state.mqtt = make_bridge(settings, store)
+    app.state.publish_reading = lambda dev, reading: publish_reading(app, dev, reading)
+    app.state.publish_command = lambda dev, cmd: publish_command(app, dev, cmd)
 
     @app.exception_handler(GridlensError)
     async def _gridlens_error(request: Request, exc: GridlensError) -> JSONResponse:
@@ -230,60 +230,6 @@ def _make_puller(app: FastAPI) -> Any:
         metrics=app.state.metrics,
         publish=app.state.publish_reading,
     )
-
-
-def _make_bridge(settings: Settings, store: Store) -> Any:
-    if not settings.mqtt_host:
-        return None
-    from gridlens.server.mqtt import MqttBridge
-
-    def on_ack(slug: str, payload: dict[str, Any]) -> None:
-        from gridlens.server.mqtt import slugify
-
-        for d in store.devices():
-            if slugify(d.name) == slug:
-                try:
-                    store.ack_command(
-                        d.id,
-                        int(payload["id"]),
-                        ok=bool(payload.get("ok", True)),
-                        detail=payload.get("detail"),
-                        via="mqtt",
-                    )
-                except (GridlensError, KeyError, TypeError, ValueError) as exc:
-                    log.warning("bad MQTT ack", extra={"device": slug, "error": str(exc)})
-                return
-
-    return MqttBridge(
-        settings.mqtt_host, settings.mqtt_port, prefix=settings.mqtt_prefix, on_ack=on_ack
-    )
-
-
-def _info(dev: Device) -> Any:
-    from gridlens.server.mqtt import DeviceInfo
-
-    return DeviceInfo(dev.id, dev.name, dev.unit)
-
-
-def _publish_reading(app: FastAPI, dev: Device, reading: dict[str, Any]) -> None:
-    bridge = app.state.mqtt
-    if bridge is None:
-        return
-    info = _info(dev)
-    seen: set[int] = app.state.__dict__.setdefault("_discovered", set())
-    if dev.id not in seen:
-        bridge.publish_discovery(info)
-        seen.add(dev.id)
-    bridge.publish_availability(info, True)
-    bridge.publish_reading(info, reading)
-
-
-def _publish_command(app: FastAPI, dev: Device, cmd: Command) -> None:
-    bridge = app.state.mqtt
-    if bridge is None:
-        return
-    d = command_dict(cmd)
-    bridge.publish_command(_info(dev), {k: d[k] for k in ("id", "action", "state", "value")})
 
 
 def app_from_env() -> FastAPI:
