@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gridlens.cli_simulate import add_simulate_command, simulator_from_args
+from gridlens.cli.simulate import add_simulate_command, simulator_from_args
 from gridlens.errors import InputError, ParameterError
 from gridlens.meter.image import decode_image
 from gridlens.meter.roi import MeterROI

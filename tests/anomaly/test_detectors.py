@@ -269,8 +269,8 @@ def test_cli_unknown_model_and_missing_file_exit_2(
 
 def test_cli_model_lists_match_the_library() -> None:
     # the CLI keeps its own copies so that `gridlens` starts without scikit-learn
-    from gridlens import cli_anomaly
     from gridlens.anomaly import bench, detectors
+    from gridlens.cli import anomaly as cli_anomaly
 
     assert cli_anomaly.MODEL_CHOICES == detectors.MODELS
     assert cli_anomaly.NEURAL == bench.NEURAL

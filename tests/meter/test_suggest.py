@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gridlens.cli_roi import add_roi_commands
+from gridlens.cli.roi import add_roi_commands
 from gridlens.errors import ComputationError, InputError, NotFoundError, ParameterError
 from gridlens.meter.data import data_root
 from gridlens.meter.image import decode_image, encode_jpeg

@@ -176,6 +176,6 @@ def test_update_device_checks_like_add_device_and_clears_the_cache(store: Store)
 
 
 def test_cli_help_states_the_cache_ttl() -> None:
-    from gridlens import cli_server
+    from gridlens.cli import server as cli_server
 
     assert cli_server.CACHE_TTL_S == repo.CACHE_TTL_S

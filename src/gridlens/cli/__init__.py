@@ -17,13 +17,13 @@ from dataclasses import asdict
 from typing import Any, NoReturn
 
 from gridlens import __version__
-from gridlens.cli_anomaly import add_anomaly_commands
-from gridlens.cli_demo import add_demo_command
-from gridlens.cli_grid import add_grid_commands
-from gridlens.cli_meter import add_meter_commands
-from gridlens.cli_roi import add_roi_commands
-from gridlens.cli_server import add_interop_commands, add_server_commands
-from gridlens.cli_simulate import add_simulate_command
+from gridlens.cli.anomaly import add_anomaly_commands
+from gridlens.cli.demo import add_demo_command
+from gridlens.cli.grid import add_grid_commands
+from gridlens.cli.meter import add_meter_commands
+from gridlens.cli.roi import add_roi_commands
+from gridlens.cli.server import add_interop_commands, add_server_commands
+from gridlens.cli.simulate import add_simulate_command
 from gridlens.errors import GridlensError, InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -412,7 +412,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
-
-
-if __name__ == "__main__":
-    sys.exit(main())
