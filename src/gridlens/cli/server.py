@@ -105,6 +105,29 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     )
     s.add_argument("--mqtt-prefix", default="gridlens")
     s.add_argument(
+        "--mqtt-user",
+        default=os.environ.get("GRIDLENS_MQTT_USER", ""),
+        help="broker user name (default: none)",
+    )
+    s.add_argument(
+        "--mqtt-password-file",
+        metavar="FILE",
+        default=os.environ.get("GRIDLENS_MQTT_PASSWORD_FILE", ""),
+        help="file whose first line is the broker password (never on the command line)",
+    )
+    s.add_argument(
+        "--mqtt-tls",
+        action="store_true",
+        help="connect to the broker over TLS, checking its certificate (default port 8883)",
+    )
+    s.add_argument(
+        "--mqtt-cafile",
+        metavar="PEM",
+        default="",
+        help="CA certificate that signed the broker's (implies --mqtt-tls; default: the "
+        "system's CAs)",
+    )
+    s.add_argument(
         "--image-retention-days",
         type=float,
         default=7.0,
@@ -247,6 +270,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.workers > 64:
         raise ParameterError(f"--workers must be 1-64, got {args.workers}")
     host, _, port = args.mqtt.partition(":")
+    tls = args.mqtt_tls or bool(args.mqtt_cafile)
     data_dir = Path(args.data_dir).resolve()
     # one folder per server (host and port): /metrics sums this server's workers only, even
     # when several hosts share the data folder
@@ -258,8 +282,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         image_retention_days=args.image_retention_days,
         mqtt_host=host,
-        mqtt_port=int(port) if port else 1883,
+        mqtt_port=int(port) if port else (8883 if tls else 1883),
         mqtt_prefix=args.mqtt_prefix,
+        mqtt_user=args.mqtt_user,
+        mqtt_password_file=args.mqtt_password_file,
+        mqtt_tls=tls,
+        mqtt_cafile=args.mqtt_cafile,
         log_requests=not args.no_request_log,
         pull=not args.no_pull,
     )

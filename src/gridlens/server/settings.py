@@ -23,6 +23,14 @@ class Settings:
     image_retention_days : photos older than this are deleted (0 keeps them forever);
         the readings stay.
     mqtt_host : broker to publish readings to; empty disables MQTT.
+    mqtt_port : broker port (1883 plain, 8883 is the usual TLS port).
+    mqtt_prefix : root of the gridlens topics.
+    mqtt_user : broker user name; empty connects without credentials.
+    mqtt_password_file : file whose first line is the broker password (never the password
+        itself: settings travel to worker processes in their environment).
+    mqtt_tls : connect over TLS, checking the broker's certificate and host name.
+    mqtt_cafile : PEM file of the CA that signed the broker's certificate (implies TLS);
+        empty: the system's CAs.
     metrics_dir : where each worker process writes its metrics snapshot, so ``/metrics``
         sums the workers of one server (``gridlens serve --workers N`` sets it); empty:
         ``/metrics`` shows the answering process only.
@@ -43,6 +51,10 @@ class Settings:
     mqtt_host: str = ""
     mqtt_port: int = 1883
     mqtt_prefix: str = "gridlens"
+    mqtt_user: str = ""
+    mqtt_password_file: str = ""
+    mqtt_tls: bool = False
+    mqtt_cafile: str = ""
     log_requests: bool = True
     metrics_dir: str = ""
     metrics_flush_s: float = 5.0
@@ -71,6 +83,40 @@ class Settings:
             )
         if self.image_retention_days < 0:
             raise ParameterError("image retention must be >= 0 days (0 keeps photos forever)")
+        if self.mqtt_cafile:
+            object.__setattr__(self, "mqtt_tls", True)
+        self._check_mqtt()
+
+    def _check_mqtt(self) -> None:
+        problems = []
+        if not 0 < self.mqtt_port < 65536:
+            problems.append(f"mqtt_port must be in [1, 65535], got {self.mqtt_port}")
+        if self.mqtt_password_file and not self.mqtt_user:
+            problems.append("mqtt_password_file needs mqtt_user")
+        for name in ("mqtt_password_file", "mqtt_cafile"):
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                problems.append(f"{name} {path!r} is not a readable file")
+        if problems:
+            raise ParameterError("; ".join(problems))
+
+    def mqtt_password(self) -> str | None:
+        """The broker password: the first line of ``mqtt_password_file`` (``None`` without).
+
+        Raises
+        ------
+        ParameterError
+            When the file cannot be read.
+        """
+        if not self.mqtt_password_file:
+            return None
+        try:
+            with open(self.mqtt_password_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ParameterError(
+                f"mqtt_password_file {self.mqtt_password_file!r} cannot be read: {exc}"
+            ) from None
 
     @property
     def images(self) -> Path:
