@@ -99,3 +99,38 @@ def test_synth_npz_roundtrip(tmp_path):  # type: ignore[no-untyped-def]
     doc = json.loads(run("pf", str(p), "--f0", "50", "--json").stdout)
     assert doc["displacement"] == "leading"
     assert doc["methods"]["dq"]["pf"] == pytest.approx(0.9397, abs=1e-4)
+
+
+HEAVY = ("scipy", "torch", "fastapi", "sqlalchemy", "onnxruntime", "cv2", "sklearn", "uvicorn")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level packages in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    probe = (
+        f"{code}\nimport sys, json\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return set(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_cli_loads_nothing_heavy() -> None:
+    """`gridlens --help` and every `gridlens SUB --help` only build the parser: no NumPy, SciPy,
+    torch, FastAPI or SQLAlchemy (finding 16: the first import of scipy.signal alone took 9x
+    as long as NumPy's)."""
+    loaded = _modules_after("import gridlens.cli\ngridlens.cli.build_parser()")
+    assert loaded.isdisjoint((*HEAVY, "numpy")), loaded & {*HEAVY, "numpy"}
+
+
+def test_pf_on_a_small_record_loads_numpy_only(tmp_path: Path) -> None:
+    """`gridlens pf` needs NumPy and gridlens.pq, and nothing heavier (scipy.signal was imported
+    up front for the frequency tracker's band-pass filter)."""
+    rec = tmp_path / "small.npz"
+    assert run("synth", str(rec), "--seconds", "0.2").returncode == 0
+    loaded = _modules_after(
+        "import contextlib, io\nfrom gridlens.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['pf', {str(rec)!r}]) == 0"
+    )
+    assert "numpy" in loaded and loaded.isdisjoint(HEAVY), loaded & set(HEAVY)

@@ -39,3 +39,25 @@ def test_harmonics_near_the_decimated_rate_do_not_alias(f_hz):  # type: ignore[n
     assert np.std(crossing_errors(c, f_hz, wf.fs_hz)[5:-5]) < 3e-3
     f_window = 12 * wf.fs_hz / np.diff(c[::12])
     assert np.max(np.abs(f_window - f_hz)) < 5e-4
+
+
+@pytest.mark.parametrize("samples_per_cycle", [16.0, 20.5, 32.0, 47.3, 63.9])
+@pytest.mark.parametrize("n", [60, 5_000, 50_000])
+def test_bandpass_equals_scipy_sosfiltfilt(samples_per_cycle, n):  # type: ignore[no-untyped-def]
+    """The NumPy band-pass (kept so that `gridlens pf` need not import scipy.signal) is scipy's
+    butter(1, [0.5 f0, 2 f0], 'bandpass') run by sosfiltfilt, over the whole range of decimated
+    rates the tracker uses (16-64 samples per cycle) and both convolution paths."""
+    from scipy import signal
+
+    from gridlens.pq.frequency import _BAND, _butter_bandpass, _filtfilt
+
+    f0 = 60.0
+    fs = samples_per_cycle * f0
+    rng = np.random.default_rng(n)
+    t = np.arange(n) / fs
+    x = 230.0 * np.sin(2 * np.pi * 59.8 * t + 0.3) + rng.normal(0.0, 5.0, n) + 17.0
+    sos = signal.butter(1, [_BAND[0] * f0, _BAND[1] * f0], btype="bandpass", fs=fs, output="sos")
+    b, a = _butter_bandpass(_BAND[0] * f0, _BAND[1] * f0, fs)
+    np.testing.assert_allclose(np.concatenate([b, a]), sos[0], rtol=0, atol=1e-14)
+    want = signal.sosfiltfilt(sos, x)
+    np.testing.assert_allclose(_filtfilt(b, a, x), want, rtol=0, atol=1e-10 * np.abs(want).max())

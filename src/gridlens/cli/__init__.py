@@ -7,359 +7,23 @@ document on stdout. User errors print one line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
-from typing import Any, NoReturn
 
 from gridlens import __version__
+from gridlens.cli._common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, Parser, emit_json
 from gridlens.cli.anomaly import add_anomaly_commands
 from gridlens.cli.demo import add_demo_command
 from gridlens.cli.grid import add_grid_commands
 from gridlens.cli.meter import add_meter_commands
+from gridlens.cli.pq import add_pq_commands
 from gridlens.cli.roi import add_roi_commands
 from gridlens.cli.server import add_interop_commands, add_server_commands
 from gridlens.cli.simulate import add_simulate_command
-from gridlens.errors import GridlensError, InputError
+from gridlens.errors import GridlensError
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2) instead of a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN/inf -> null, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if hasattr(x, "tolist"):
-        return _clean(x.tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _emit_json(doc: dict[str, Any]) -> None:
-    json.dump(_clean(doc), sys.stdout, indent=2, allow_nan=False)
-    sys.stdout.write("\n")
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        vals = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if not vals:
-        raise argparse.ArgumentTypeError("empty list")
-    return vals
-
-
-def _positive(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(val) and val > 0):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return val
-
-
-def _fraction(text: str) -> float:
-    val = _positive(text)
-    if val > 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
-    return val
-
-
-# --------------------------------------------------------------------------- pf
-
-
-def _add_pf(sub: Any) -> None:
-    p = sub.add_parser(
-        "pf",
-        help="fundamental power factor (three methods), THD, frequency, capacitor steps",
-        description="Analyse a voltage/current record: the seed paper's three power-factor "
-        "methods, IEEE 1459 quantities per IEC 61000-4-30 window with frequency tracking, and "
-        "optionally the capacitor steps to switch. Q > 0 means lagging (inductive).",
-    )
-    p.add_argument("file", nargs="?", help="CSV (t,v,i or v,i), .npz (v, i, fs) or COMTRADE .cfg")
-    p.add_argument("--paper", action="store_true", help="reproduce the seed's 3x3 table")
-    p.add_argument("--f0", type=_positive, default=60.0, help="nominal frequency [Hz] (50 or 60)")
-    p.add_argument("--fs", type=_positive, help="sampling rate [Hz] if the file has no time")
-    p.add_argument("--window-cycles", type=int, help="cycles per window (default 10@50, 12@60)")
-    p.add_argument("--no-track", action="store_true", help="fixed nominal windows (no tracking)")
-    p.add_argument("--v-channel", help="voltage column/channel name (default v / first in V)")
-    p.add_argument("--i-channel", help="current column/channel name (default i / first in A)")
-    p.add_argument("--target-pf", type=_fraction, default=0.95, help="target PF (default 0.95)")
-    p.add_argument("--steps-kvar", type=_float_list, help="capacitor steps, e.g. 10,20,40 [kvar]")
-    p.add_argument("--k-threshold", type=float, default=0.65, help="C/k response factor")
-    p.add_argument("--cap-rated-v", type=_positive, help="capacitors' rated voltage [V]")
-    p.add_argument("--tariff-ref", type=_fraction, default=0.90, help="reference PF (0.90)")
-    p.add_argument("--tariff-rate", type=float, default=0.002, help="per 1%% PF (0.002=0.2%%)")
-    p.add_argument("--tariff-floor", type=_fraction, default=0.60, help="surcharge floor PF")
-    p.add_argument("--tariff-cap", type=_fraction, default=0.95, help="discount cap PF")
-    p.add_argument("--demand-charge", type=float, help="monthly demand charge, to price the PF")
-    p.add_argument("--per-window", action="store_true", help="include per-window arrays in JSON")
-    p.add_argument("--plot", metavar="PNG", help="save waveforms + per-window PF to a PNG")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=_cmd_pf)
-
-
-def _cmd_pf(args: argparse.Namespace) -> int:
-    from gridlens import pq
-
-    if args.paper:
-        return _cmd_pf_paper(args)
-    if not args.file:
-        raise InputError("give a FILE to analyse, or --paper")
-    t0 = time.perf_counter()
-    wf = pq.read_waveform(
-        args.file, fs_hz=args.fs, v_channel=args.v_channel, i_channel=args.i_channel
-    )
-    if time.perf_counter() - t0 > 1.0:
-        print(f"gridlens: read {len(wf.v)} samples from {args.file}", file=sys.stderr)
-    rep = pq.analyze(
-        wf.v,
-        wf.i,
-        wf.fs_hz,
-        f0_hz=args.f0,
-        window_cycles=args.window_cycles,
-        track_frequency=not args.no_track,
-    )
-    a = rep.aggregate
-    tariff = pq.TariffParams(
-        reference_pf=args.tariff_ref,
-        rate_per_pct=args.tariff_rate,
-        floor_pf=args.tariff_floor,
-        cap_pf=args.tariff_cap,
-    )
-    doc: dict[str, Any] = {
-        "source": wf.source,
-        "f_hz": a.f_hz,
-        "f0_hz": rep.f0_hz,
-        "tracked": rep.tracked,
-        "fs_hz": wf.fs_hz,
-        "samples": len(wf.v),
-        "windows": rep.n_windows,
-        "window_cycles": rep.window_cycles,
-        "methods": {
-            "power_triangle": {"pf": a.pf_power_triangle},
-            "time_delay": {"pf": a.pf_time_delay, "q_var": a.q_time_delay_var},
-            "dq": {"pf": a.pf1, "p1_w": a.p1_w, "q1_var": a.q1_var},
-        },
-        "thd_v": a.thd_v,
-        "thd_i": a.thd_i,
-        "displacement": rep.displacement,
-        "window_pf1_min": float(rep.windows.pf1.min()),
-        "window_pf1_max": float(rep.windows.pf1.max()),
-        "window_f_hz_min": float(rep.windows.f_hz.min()),
-        "window_f_hz_max": float(rep.windows.f_hz.max()),
-        "ieee1459": {k: v for k, v in asdict(a).items() if k not in ("t_s",)},
-    }
-    adj_now = pq.pf_adjustment(a.pf1, tariff) if rep.displacement == "lagging" else 0.0
-    tariff_doc: dict[str, Any] = {**asdict(tariff), "adjustment_now": adj_now}
-    if args.steps_kvar:
-        plan = pq.recommend_steps(
-            a.p1_w,
-            a.q1_var,
-            steps_kvar=args.steps_kvar,
-            target_pf=args.target_pf,
-            k_threshold=args.k_threshold,
-            v1_rms_v=a.v1_rms_v if args.cap_rated_v else None,
-            rated_v=args.cap_rated_v,
-        )
-        doc["capacitor"] = asdict(plan)
-        tariff_doc["adjustment_after"] = (
-            0.0 if plan.leading_after else pq.pf_adjustment(plan.pf_after, tariff)
-        )
-    if args.demand_charge is not None:
-        for key in ("now", "after"):
-            if f"adjustment_{key}" in tariff_doc:
-                tariff_doc[f"amount_{key}"] = tariff_doc[f"adjustment_{key}"] * args.demand_charge
-    doc["tariff"] = tariff_doc
-    if args.per_window:
-        doc["per_window"] = asdict(rep.windows)
-    if args.plot:
-        from gridlens.pq.plot import plot_report
-
-        plot_report(wf, rep, args.plot)
-        doc["plot"] = args.plot
-    if args.json:
-        _emit_json(doc)
-    else:
-        _print_pf(doc)
-    return EXIT_OK
-
-
-def _print_pf(doc: dict[str, Any]) -> None:
-    m = doc["methods"]
-    ie = doc["ieee1459"]
-    track = "tracked" if doc["tracked"] else "fixed nominal windows"
-    print(f"{doc['source']}: {doc['samples']} samples at {doc['fs_hz']:g} Hz")
-    print(
-        f"frequency  {doc['f_hz']:.4f} Hz ({track}; windows {doc['window_f_hz_min']:.3f}"
-        f"-{doc['window_f_hz_max']:.3f} Hz), {doc['windows']} windows x {doc['window_cycles']}"
-        " cycles"
-    )
-    print(f"{'method':<24}{'PF':>9}")
-    print(f"{'power triangle':<24}{m['power_triangle']['pf']:>9.4f}   P/(V*I), harmonics included")
-    print(
-        f"{'time delay (T/4)':<24}{m['time_delay']['pf']:>9.4f}   wrong if the voltage is distorted"
-    )
-    print(
-        f"{'DQ (fundamental PF1)':<24}{m['dq']['pf']:>9.4f}   {doc['displacement']};"
-        f" windows {doc['window_pf1_min']:.4f}-{doc['window_pf1_max']:.4f}"
-    )
-    print(
-        f"V1 {ie['v1_rms_v']:.2f} V   I1 {ie['i1_rms_a']:.3f} A   P1 {ie['p1_w'] / 1e3:.3f} kW"
-        f"   Q1 {ie['q1_var'] / 1e3:.3f} kvar   S1 {ie['s1_va'] / 1e3:.3f} kVA"
-    )
-    print(
-        f"V {ie['v_rms_v']:.2f} V   I {ie['i_rms_a']:.3f} A   P {ie['p_w'] / 1e3:.3f} kW"
-        f"   S_N {ie['sn_va'] / 1e3:.3f} kVA   THD_V {doc['thd_v']:.1%}   THD_I {doc['thd_i']:.1%}"
-    )
-    t = doc["tariff"]
-    print(f"PF charge now: {t['adjustment_now']:+.2%} of the demand charge", end="")
-    print(f" ({t['amount_now']:+,.0f})" if "amount_now" in t else "")
-    if "capacitor" in doc:
-        c = doc["capacitor"]
-        steps = ", ".join(f"{s:g}" for s in c["switch_kvar"]) or "none"
-        print(
-            f"capacitors: {c['action']}; switch [{steps}] kvar = {c['q_comp_var'] / 1e3:.2f} kvar"
-            f" (need {c['q_needed_var'] / 1e3:.2f}, dead band {c['threshold_var'] / 1e3:.2f})"
-        )
-        lead = "leading" if c["leading_after"] else "lagging"
-        reached = "reached" if c["target_reached"] else "not reached: rest is inside the dead band"
-        print(
-            f"PF1 {c['pf_before']:.4f} -> {c['pf_after']:.4f} {lead} (target {c['target_pf']:g}"
-            f" {reached}); PF charge after: {t['adjustment_after']:+.2%}",
-            end="",
-        )
-        print(f" ({t['amount_after']:+,.0f})" if "amount_after" in t else "")
-    if "plot" in doc:
-        print(f"plot: {doc['plot']}")
-
-
-def _cmd_pf_paper(args: argparse.Namespace) -> int:
-    from gridlens import pq
-
-    cases: list[dict[str, Any]] = []
-    for case in pq.PAPER_CASES:
-        wf = case.waveform(f_hz=args.f0)
-        rep = pq.analyze(wf.v, wf.i, wf.fs_hz, f0_hz=args.f0)
-        a = rep.aggregate
-        cases.append(
-            {
-                "name": case.name,
-                "published": {
-                    "power_triangle": case.published_power_triangle,
-                    "time_delay": case.published_time_delay,
-                    "dq": case.published_dq,
-                },
-                "reproduced": {
-                    "power_triangle": a.pf_power_triangle,
-                    "time_delay": a.pf_time_delay,
-                    "dq": a.pf1,
-                },
-            }
-        )
-    if args.json:
-        _emit_json({"f0_hz": args.f0, "cases": cases})
-        return EXIT_OK
-    print("Seed S1 test cases: 220 V, 100 A lagging 60 deg; PF in % (published | gridlens)")
-    print(f"{'case':<32}{'power triangle':>22}{'time delay':>22}{'DQ':>22}")
-    for c in cases:
-        cells = "".join(
-            f"{c['published'][k]:>11.2%}{c['reproduced'][k]:>11.2%}"
-            for k in ("power_triangle", "time_delay", "dq")
-        )
-        print(f"{c['name']:<32}{cells}")
-    return EXIT_OK
-
-
-# ------------------------------------------------------------------------ synth
-
-
-def _harmonics(text: str) -> list[tuple[int, float, float]]:
-    """'1:220,3:150@30' -> [(1, 220, 0), (3, 150, 30)] (order:rms@lag_deg)."""
-    out = []
-    for part in text.split(","):
-        try:
-            order_s, rest = part.split(":")
-            rms_s, _, lag_s = rest.partition("@")
-            out.append((int(order_s), float(rms_s), float(lag_s or 0.0)))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected order:rms[@lag_deg],... e.g. 1:100@60,3:50@30; got {part!r}"
-            ) from None
-    return out
-
-
-def _add_synth(sub: Any) -> None:
-    p = sub.add_parser(
-        "synth",
-        help="write a synthetic distorted v/i record (CSV or .npz)",
-        description="Generate v = sum sqrt2*V_h*sin(h*theta - lag_h) (+ noise, DC) and the same "
-        "for i; components as order:rms@lag_deg.",
-    )
-    p.add_argument("out", help="output file (.csv or .npz)")
-    p.add_argument("--f", type=_positive, default=60.0, help="fundamental frequency [Hz]")
-    p.add_argument("--fs", type=_positive, default=10_000.0, help="sampling rate [Hz]")
-    p.add_argument("--seconds", type=_positive, default=1.0, help="duration [s]")
-    p.add_argument("--ramp", type=float, default=0.0, help="frequency ramp [Hz/s]")
-    p.add_argument("--v", type=_harmonics, default="1:220", help="voltage components")
-    p.add_argument("--i", type=_harmonics, default="1:100@30", help="current components")
-    p.add_argument("--noise-v", type=float, default=0.0, help="voltage noise RMS [V]")
-    p.add_argument("--noise-i", type=float, default=0.0, help="current noise RMS [A]")
-    p.add_argument("--dc-v", type=float, default=0.0, help="voltage DC offset [V]")
-    p.add_argument("--dc-i", type=float, default=0.0, help="current DC offset [A]")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=_cmd_synth)
-
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from gridlens import pq
-
-    wf = pq.synthesize(
-        [pq.Harmonic(*h) for h in args.v],
-        [pq.Harmonic(*h) for h in args.i],
-        f_hz=args.f,
-        fs_hz=args.fs,
-        duration_s=args.seconds,
-        f_ramp_hz_per_s=args.ramp,
-        noise_rms_v=args.noise_v,
-        noise_rms_a=args.noise_i,
-        dc_v=args.dc_v,
-        dc_a=args.dc_i,
-        seed=args.seed,
-    )
-    if args.out.lower().endswith(".npz"):
-        np.savez(args.out, v=wf.v, i=wf.i, fs=wf.fs_hz)
-    elif args.out.lower().endswith(".csv"):
-        pq.write_csv(wf, args.out)
-    else:
-        raise InputError(f"{args.out}: output must end in .csv or .npz")
-    doc = {"out": args.out, "samples": len(wf.v), "fs_hz": wf.fs_hz, "f_hz": args.f}
-    if args.json:
-        _emit_json(doc)
-    else:
-        print(f"wrote {len(wf.v)} samples ({wf.source}) to {args.out}")
-    return EXIT_OK
+__all__ = ["EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 # ------------------------------------------------------------------------- main
@@ -367,20 +31,19 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``gridlens`` argument parser with every subcommand."""
-    parser = _Parser(prog="gridlens", description=__doc__)
+    parser = Parser(prog="gridlens", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gridlens {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_pf(sub)
-    _add_synth(sub)
-    add_grid_commands(sub, _emit_json)
-    add_meter_commands(sub, _emit_json)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    add_pq_commands(sub)
+    add_grid_commands(sub, emit_json)
+    add_meter_commands(sub, emit_json)
     add_roi_commands(sub)
-    add_server_commands(sub, _emit_json)
-    add_interop_commands(sub, _emit_json)
-    add_simulate_command(sub, _emit_json)
-    add_demo_command(sub, _emit_json)
-    add_anomaly_commands(sub, _emit_json)
+    add_server_commands(sub, emit_json)
+    add_interop_commands(sub, emit_json)
+    add_simulate_command(sub, emit_json)
+    add_demo_command(sub, emit_json)
+    add_anomaly_commands(sub, emit_json)
     return parser
 
 

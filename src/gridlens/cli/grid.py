@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gridlens.errors import InputError, NotFoundError
 
 PUBLISHED = {
@@ -88,6 +86,8 @@ def add_grid_commands(sub: Any, emit_json: Any) -> None:
 
 
 def _cmd_powerflow(args: argparse.Namespace, emit_json: Any) -> int:
+    import numpy as np
+
     from gridlens.grid import solve_power_flow
 
     feeder = load_feeder(args.feeder, args.pv_bus, args.pv_kw)

@@ -8,11 +8,12 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gridlens.errors import InputError, NotFoundError, ParameterError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -136,6 +137,8 @@ def _progress(msg: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace, emit_json: Any) -> int:
+    import numpy as np
+
     from gridlens.meter.data import N_FOLDS, load_digit_set
     from gridlens.meter.model import digit_metrics
     from gridlens.meter.train import TrainConfig, config_dict, export_onnx, predict_torch
