@@ -16,6 +16,13 @@ server reports it as a duplicate. Commands (relay, flash, capture, interval) arr
 upload answer, from ``GET .../commands`` and optionally over MQTT; each is executed once and
 acknowledged.
 
+Every command carries a nonce, issued by the server with it. A command is executed only
+once per nonce (one delivered again is acknowledged again, not executed again), and only
+before it expires. Over MQTT, where anyone allowed on the broker might publish, a command
+counts only when it is not retained, came on this device's own topic, names this device and
+carries the server's signature: HMAC-SHA256 keyed with the SHA-256 of this device's token,
+which only the server and the device know. Acks repeat the nonce and are signed the same way.
+
 Needs a MicroPython firmware with a camera module: either the ``camera.init/capture``
 functions of lemariva/micropython-camera-driver (and its forks) or the ``camera.Camera``
 class of cnadler86/micropython-camera-API. Configuration: ``config.json`` next to this file
@@ -25,6 +32,8 @@ Under CPython (``python main.py --once``) it runs against a server with a JPEG f
 place of the camera (``"fake_jpeg"`` in the config), to try the protocol on a PC.
 """
 
+import binascii
+import hashlib
 import json
 import os
 import sys
@@ -64,7 +73,7 @@ STATE_FILE = "state.json"
 MAX_BYTES = 2_000_000
 MIN_INTERVAL, MAX_INTERVAL = 10, 86400
 NTP_EVERY_S = 6 * 3600
-KEEP_DONE = 32  # remembered executed command ids (a redelivered command is only acked)
+KEEP_DONE = 32  # remembered executed command nonces (a redelivered command is only acked)
 
 DEFAULTS = {
     "wifi_ssid": "",
@@ -93,6 +102,8 @@ DEFAULTS = {
     "mqtt_password": "",
     "mqtt_prefix": "gridlens",
     "mqtt_slug": "",
+    "mqtt_tls": False,
+    "mqtt_cafile": "",
     "fake_jpeg": "",
 }
 
@@ -168,11 +179,68 @@ def write_json(path, doc):
 
 
 def slugify(name):
-    """The server's MQTT topic segment of a device name: [a-z0-9_-], others become _."""
+    """The server's slug of a device name: [a-z0-9_-], every other character becomes _."""
     out = ""
     for ch in name.strip().lower():
         out += ch if ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "_-") else "_"
     return out
+
+
+def hexlify(data):
+    return binascii.hexlify(data).decode()
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104) of bytes ``msg`` under bytes ``key``, as hex text."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key + b"\0" * (64 - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + msg).digest()
+    return hexlify(hashlib.sha256(bytes(b ^ 0x5C for b in key) + inner).digest())
+
+
+def same_text(a, b):
+    """Compare two strings in a time that does not depend on where they differ."""
+    if not isinstance(a, str) or not isinstance(b, str) or len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):  # MicroPython's zip() has no strict=
+        diff |= ord(a[i]) ^ ord(b[i])
+    return diff == 0
+
+
+def field(v):
+    return "" if v is None else "%s" % v
+
+
+def command_message(device_id, cmd):
+    """What the server signs for a command (see gridlens.store.commands)."""
+    parts = ["gridlens-command", "%d" % device_id]
+    for k in ("id", "action", "state", "value", "expires_at", "nonce"):
+        parts.append(field(cmd.get(k)))
+    return "\n".join(parts).encode()
+
+
+def ack_message(device_id, command_id, nonce, ok, detail):
+    """What the device signs for an ack."""
+    parts = ["gridlens-ack", "%d" % device_id, field(command_id), nonce, "1" if ok else "0"]
+    parts.append(field(detail))
+    return "\n".join(parts).encode()
+
+
+def valid_nonce(nonce):
+    if not isinstance(nonce, str) or len(nonce) != 32:
+        return False
+    return all("0" <= ch <= "9" or "a" <= ch <= "f" for ch in nonce)
+
+
+def time_tuple(text):
+    """(year, month, day, hour, minute, second) of ISO text ``2026-11-21T10:00:00Z``."""
+    spans = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))
+    try:
+        return tuple(int(text[a:b]) for a, b in spans)
+    except (TypeError, ValueError):
+        return None
 
 
 # -------------------------------------------------------------------------- device
@@ -191,6 +259,8 @@ class Device:
         self.flash = self.state.get("flash", cfg["flash"])
         self.relay = self.state.get("relay", "on")
         self.base = cfg["server"].rstrip("/") + "/api/v1/devices/%d" % cfg["device_id"]
+        # the key of the signatures: SHA-256 of the token, as the server stores it
+        self.key = hexlify(hashlib.sha256(cfg["token"].encode()).digest()).encode()
         self.queue_dir = "/sd/queue" if cfg["use_sd"] else "queue"
         self.cam = None
         self.relay_pin = None
@@ -431,21 +501,33 @@ class Device:
             self.handle_commands(body.get("commands") or [], "http")
 
     def handle_commands(self, commands, via):
+        """Execute each new command once and ack it; ack a repeated one again."""
         if not commands:
             return
-        done = self.state.setdefault("done", {})
+        done = self.state.get("done")
+        if not isinstance(done, list):  # a state file of an older version: ids, no nonces
+            done = self.state["done"] = []
         for cmd in commands:
-            if not isinstance(cmd, dict) or "id" not in cmd:
+            if not isinstance(cmd, dict) or not valid_nonce(cmd.get("nonce")):
+                log("command without a valid nonce ignored")
                 continue
-            key = str(cmd["id"])
-            if key in done:  # delivered again: our ack got lost; ack again, do not repeat
-                ok, detail = done[key]
-            else:
-                ok, detail = self.execute(cmd)
-                done[key] = [ok, detail]
-                while len(done) > KEEP_DONE:
-                    done.pop(sorted(done, key=int)[0])
-            self.ack(cmd["id"], ok, detail, via)
+            nonce = cmd["nonce"]
+            seen = None
+            for entry in done:
+                if entry[0] == nonce:
+                    seen = entry
+            if seen is not None:  # delivered again: our ack got lost; ack again, do not repeat
+                self.ack(seen[1], nonce, seen[2], seen[3], via)
+                continue
+            exp = time_tuple(cmd.get("expires_at"))
+            if clock_ok() and (exp is None or utc_now() >= exp):
+                log("expired command", cmd.get("id"), "ignored")
+                continue
+            ok, detail = self.execute(cmd)
+            done.append([nonce, cmd.get("id"), ok, detail])
+            while len(done) > KEEP_DONE:
+                done.pop(0)
+            self.ack(cmd.get("id"), nonce, ok, detail, via)
         self.state["interval_s"], self.state["relay"] = self.interval_s, self.relay
         self.state["flash"] = self.flash
         write_json(STATE_FILE, self.state)
@@ -475,9 +557,11 @@ class Device:
             return False, "interval must be %d..%d s" % (MIN_INTERVAL, MAX_INTERVAL)
         return False, "unknown command %s %s" % (action, state)
 
-    def ack(self, command_id, ok, detail, via):
-        doc = {"id": command_id, "ok": ok, "detail": detail}
+    def ack(self, command_id, nonce, ok, detail, via):
+        doc = {"id": command_id, "nonce": nonce, "ok": ok, "detail": detail}
         if via == "mqtt" and self.mqtt is not None:
+            msg = ack_message(self.cfg["device_id"], command_id, nonce, ok, detail)
+            doc["sig"] = hmac_sha256(self.key, msg)
             try:
                 self.mqtt.publish(self.topic("ack"), json.dumps(doc), qos=1)
                 return
@@ -486,7 +570,7 @@ class Device:
         status, _ = self.http(
             "POST",
             self.base + "/commands/%s/ack" % command_id,
-            json_doc={"ok": ok, "detail": detail},
+            json_doc={"ok": ok, "detail": detail, "nonce": nonce},
         )
         if status != 200:  # a redelivered command is acked again (not executed again)
             log("ack of", command_id, "failed:", status)
@@ -494,10 +578,25 @@ class Device:
     # --- MQTT ---------------------------------------------------------------
 
     def topic(self, leaf):
-        slug = (
-            self.cfg["mqtt_slug"] or slugify(self.cfg["name"]) or "meter_%d" % self.cfg["device_id"]
-        )
-        return "%s/%s/%s" % (self.cfg["mqtt_prefix"], slug, leaf)
+        """``<prefix>/<device id>-<slug>/<leaf>``, as the server names this device's topics."""
+        slug = self.cfg["mqtt_slug"] or slugify(self.cfg["name"])
+        if not slug.strip("_"):
+            slug = "meter"
+        return "%s/%d-%s/%s" % (self.cfg["mqtt_prefix"], self.cfg["device_id"], slug, leaf)
+
+    def mqtt_tls(self):
+        """An SSL context checking the broker against ``mqtt_cafile``, or None for plain MQTT."""
+        if not self.cfg["mqtt_tls"]:
+            return None
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if self.cfg["mqtt_cafile"]:
+            ctx.load_verify_locations(cafile=self.cfg["mqtt_cafile"])
+        elif hasattr(ctx, "load_default_certs"):
+            ctx.load_default_certs()
+        return ctx
 
     def mqtt_connect(self):
         if not self.cfg["mqtt_host"] or MQTTClient is None or self.cfg["deep_sleep"]:
@@ -505,6 +604,8 @@ class Device:
         if self.mqtt is not None:
             return
         try:
+            tls = self.mqtt_tls()
+            kw = {"ssl": tls} if tls is not None else {}
             c = MQTTClient(
                 "gridlens-%d-%s" % (self.cfg["device_id"], self.state["install"]),
                 self.cfg["mqtt_host"],
@@ -512,6 +613,7 @@ class Device:
                 user=self.cfg["mqtt_user"] or None,
                 password=self.cfg["mqtt_password"] or None,
                 keepalive=60,
+                **kw,
             )
             c.set_callback(self.on_mqtt)
             c.connect()
@@ -519,16 +621,35 @@ class Device:
             self.mqtt = c
             self.mqtt_ping = ticks_ms()
             log("mqtt", self.topic("command"))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: umqtt's MQTTException, TLS setup
             log("mqtt connect failed:", exc)
 
-    def on_mqtt(self, topic, msg):
+    def on_mqtt(self, topic, msg, retained=False, dup=False):
+        """Queue a command that came over MQTT if it is genuine and for this device.
+
+        umqtt.simple calls ``cb(topic, msg)``; clients that report the retain flag (such as
+        umqtt.simple2) pass it third. A retained message is never a live command.
+        """
+        if retained:
+            log("retained command ignored")
+            return
+        if isinstance(topic, bytes):
+            topic = topic.decode()
+        if topic != self.topic("command"):
+            log("command on another topic ignored:", topic)
+            return
         try:
             cmd = json.loads(msg)
         except ValueError:
             return
-        if isinstance(cmd, dict):
-            self.mqtt_inbox.append(cmd)
+        if not isinstance(cmd, dict) or cmd.get("device_id") != self.cfg["device_id"]:
+            log("command for another device ignored")
+            return
+        sig = hmac_sha256(self.key, command_message(self.cfg["device_id"], cmd))
+        if not same_text(cmd.get("sig"), sig):
+            log("command with a wrong signature ignored:", cmd.get("id"))
+            return
+        self.mqtt_inbox.append(cmd)
 
     def mqtt_poll(self):
         if self.mqtt is None:
@@ -554,8 +675,10 @@ class Device:
             return
         self.sync_clock()
         self.take_photo()
-        if self.send_queue() == 0:
-            self.poll_commands()  # commands also come with every upload answer
+        if self.send_queue() == 0 or self.mqtt is None:
+            # commands also come with every upload answer; without an MQTT session, those
+            # the server published over MQTT come only from the poll
+            self.poll_commands()
         self.mqtt_connect()
 
     def run(self, once=False):

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(
 
 DEVICE = DeviceInfo(7, "Küche Zähler")
 SLUG = "k_che_z_hler"
+SEG = f"7-{SLUG}"  # the device's topic segment: id, then slug
 
 
 def free_port() -> int:
@@ -228,13 +229,12 @@ def test_slug_and_unit_mapping() -> None:
     assert slugify("Küche Zähler") == SLUG
     assert slugify("Main-Meter_2") == "main-meter_2"
     assert slugify("a/b+#c") == "a_b__c"
-    assert DeviceInfo(3, "!!!").slug == "meter_3"
+    assert DeviceInfo(3, "!!!").slug == "meter"
+    assert DeviceInfo(3, "!!!").segment == "3-meter"
+    assert DEVICE.segment == SEG
     bridge = MqttBridge(prefix="gl", discovery_prefix="ha")
     gas = bridge.discovery_configs(DeviceInfo(1, "Gas", unit="m³"))
-    value, rate = (
-        gas["ha/sensor/gridlens_gas/value/config"],
-        gas["ha/sensor/gridlens_gas/rate/config"],
-    )
+    value, rate = (gas["ha/sensor/gl_1/value/config"], gas["ha/sensor/gl_1/rate/config"])
     assert "device_class" not in value and value["unit_of_measurement"] == "m³"
     assert "device_class" not in rate and rate["unit_of_measurement"] == "m³/h"
     with pytest.raises(ValueError, match="wildcard"):
@@ -252,9 +252,9 @@ def test_discovery_retained_with_exact_ha_keys(
 
     late = Client(broker.port, [f"{d}/#", f"{p}/#"])  # subscribes after the fact
     clients.append(late)
-    node = f"gridlens_{SLUG}"
+    node = f"{p}_7"  # prefix and device id
     availability = [
-        {"topic": f"{p}/{SLUG}/connection", "payload_available": "online",
+        {"topic": f"{p}/{SEG}/connection", "payload_available": "online",
          "payload_not_available": "offline"},
         {"topic": f"{p}/status", "payload_available": "online",
          "payload_not_available": "offline"},
@@ -275,9 +275,9 @@ def test_discovery_retained_with_exact_ha_keys(
         "value": {
             "name": "Value",
             "unique_id": f"{node}_value",
-            "object_id": f"{node}_value",
-            "default_entity_id": f"sensor.{node}_value",
-            "state_topic": f"{p}/{SLUG}/value",
+            "object_id": f"{node}_{SLUG}_value",
+            "default_entity_id": f"sensor.{node}_{SLUG}_value",
+            "state_topic": f"{p}/{SEG}/value",
             "device_class": "energy",
             "state_class": "total_increasing",
             "unit_of_measurement": "kWh",
@@ -286,9 +286,9 @@ def test_discovery_retained_with_exact_ha_keys(
         "rate": {
             "name": "Rate",
             "unique_id": f"{node}_rate",
-            "object_id": f"{node}_rate",
-            "default_entity_id": f"sensor.{node}_rate",
-            "state_topic": f"{p}/{SLUG}/rate",
+            "object_id": f"{node}_{SLUG}_rate",
+            "default_entity_id": f"sensor.{node}_{SLUG}_rate",
+            "state_topic": f"{p}/{SEG}/rate",
             "device_class": "power",
             "state_class": "measurement",
             "unit_of_measurement": "kW",
@@ -297,9 +297,9 @@ def test_discovery_retained_with_exact_ha_keys(
         "error": {
             "name": "Error",
             "unique_id": f"{node}_error",
-            "object_id": f"{node}_error",
-            "default_entity_id": f"sensor.{node}_error",
-            "state_topic": f"{p}/{SLUG}/error",
+            "object_id": f"{node}_{SLUG}_error",
+            "default_entity_id": f"sensor.{node}_{SLUG}_error",
+            "state_topic": f"{p}/{SEG}/error",
             "entity_category": "diagnostic",
             **common,
         },
@@ -310,7 +310,7 @@ def test_discovery_retained_with_exact_ha_keys(
         payload, retained = late.last(topic)
         assert retained
         assert json.loads(payload) == config
-    for topic in (f"{p}/status", f"{p}/{SLUG}/connection"):
+    for topic in (f"{p}/status", f"{p}/{SEG}/connection"):
         late.wait_for(topic, "online")
         assert late.last(topic) == (b"online", True)
 
@@ -319,7 +319,7 @@ def test_reading_publishes_all_topics(
     broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
 ) -> None:
     p = f"gl{tag}"
-    sub = Client(broker.port, [f"{p}/{SLUG}/#"])
+    sub = Client(broker.port, [f"{p}/{SEG}/#"])
     clients.append(sub)
     bridge = make_bridge(broker.port)
     r = reading()
@@ -333,16 +333,16 @@ def test_reading_publishes_all_topics(
         "timestamp": "2026-11-21T10:00:00+00:00",
     }
     for leaf, payload in expected.items():
-        assert sub.wait_for(f"{p}/{SLUG}/{leaf}") == payload.encode(), leaf
-    assert json.loads(sub.wait_for(f"{p}/{SLUG}/json")) == r
+        assert sub.wait_for(f"{p}/{SEG}/{leaf}") == payload.encode(), leaf
+    assert json.loads(sub.wait_for(f"{p}/{SEG}/json")) == r
 
     bridge.publish_reading(DEVICE, reading(1235.0, rate_per_h=None))
-    sub.wait_for(f"{p}/{SLUG}/value", "1235.0")
-    sub.wait_for(f"{p}/{SLUG}/rate", "")  # rate unknown
-    late = Client(broker.port, [f"{p}/{SLUG}/value"])
+    sub.wait_for(f"{p}/{SEG}/value", "1235.0")
+    sub.wait_for(f"{p}/{SEG}/rate", "")  # rate unknown
+    late = Client(broker.port, [f"{p}/{SEG}/value"])
     clients.append(late)
-    assert late.wait_for(f"{p}/{SLUG}/value") == b"1235.0"
-    assert late.last(f"{p}/{SLUG}/value") == (b"1235.0", True)
+    assert late.wait_for(f"{p}/{SEG}/value") == b"1235.0"
+    assert late.last(f"{p}/{SEG}/value") == (b"1235.0", True)
     assert bridge.wait_idle(5)
     stats = bridge.stats
     assert stats["published"] == 13 and stats["queued"] == 0 and stats["connected"] == 1
@@ -355,15 +355,15 @@ def test_rejected_reading_publishes_no_value(
     bridge = make_bridge(broker.port)
     bridge.publish_reading(DEVICE, reading(100.0))
     assert bridge.wait_idle(5)
-    sub = Client(broker.port, [f"{p}/{SLUG}/#"])
+    sub = Client(broker.port, [f"{p}/{SEG}/#"])
     clients.append(sub)
-    sub.wait_for(f"{p}/{SLUG}/json")  # the retained state of the accepted reading
+    sub.wait_for(f"{p}/{SEG}/json")  # the retained state of the accepted reading
     rejected = reading(
         None, status="rejected", raw="0099999", reason="value decreased", rate_per_h=None
     )
     bridge.publish_reading(DEVICE, rejected)
     assert bridge.wait_idle(5)
-    sub.wait_for(f"{p}/{SLUG}/error", "value decreased")
+    sub.wait_for(f"{p}/{SEG}/error", "value decreased")
     time.sleep(0.2)
     with sub.cond:
         live = {t.rsplit("/", 1)[1]: pl for t, pl, retained in sub.messages if not retained}
@@ -375,70 +375,77 @@ def test_rejected_reading_publishes_no_value(
     # even a "rejected" reading that carries a value never reaches the value topic
     bridge.publish_reading(DEVICE, reading(50.0, status="rejected", reason="low confidence"))
     assert bridge.wait_idle(5)
-    late = Client(broker.port, [f"{p}/{SLUG}/value", f"{p}/{SLUG}/error"])
+    late = Client(broker.port, [f"{p}/{SEG}/value", f"{p}/{SEG}/error"])
     clients.append(late)
-    assert late.wait_for(f"{p}/{SLUG}/value") == b"100.0"
-    assert late.wait_for(f"{p}/{SLUG}/error") == b"low confidence"
+    assert late.wait_for(f"{p}/{SEG}/value") == b"100.0"
+    assert late.wait_for(f"{p}/{SEG}/error") == b"low confidence"
 
 
 def test_command_reaches_device_and_ack_reaches_server(
     broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
 ) -> None:
     p = f"gl{tag}"
-    acks: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    acks: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def device_answers(client: Client, msg: mqtt.MQTTMessage) -> None:
         cmd = json.loads(msg.payload)
         ack = {"id": cmd["id"], "ok": True, "detail": f"relay {cmd['state']}"}
-        client.mqtt.publish(f"{p}/{SLUG}/ack", json.dumps(ack), qos=1)
+        client.mqtt.publish(f"{p}/{SEG}/ack", json.dumps(ack), qos=1)
 
-    device = Client(broker.port, [f"{p}/{SLUG}/command"], on_message=device_answers)
+    device = Client(broker.port, [f"{p}/{SEG}/command"], on_message=device_answers)
     clients.append(device)
     bridge = make_bridge(broker.port, on_ack=lambda slug, payload: acks.put((slug, payload)))
     command = {"id": 17, "action": "relay", "state": "off", "value": None}
     assert bridge.publish_command(DEVICE, command) is True
     payload, retained = (
-        json.loads(device.wait_for(f"{p}/{SLUG}/command")),
-        device.last(f"{p}/{SLUG}/command")[1],
+        json.loads(device.wait_for(f"{p}/{SEG}/command")),
+        device.last(f"{p}/{SEG}/command")[1],
     )
     assert payload == command and not retained
-    assert acks.get(timeout=5) == (SLUG, {"id": 17, "ok": True, "detail": "relay off"})
+    assert acks.get(timeout=5) == (SEG, {"id": 17, "ok": True, "detail": "relay off"})
 
 
-def test_malformed_ack_is_ignored_and_bridge_keeps_working(
+def test_every_live_ack_goes_to_the_server_which_judges_it(
     broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
 ) -> None:
+    """The bridge trusts no payload: malformed ones reach ``on_ack`` too (as ``None`` when not
+    JSON), so the server refuses and audits them; retained acks are stale and skipped."""
     p = f"gl{tag}"
-    seen: list[int] = []
+    seen: list[tuple[str, Any]] = []
 
-    def on_ack(slug: str, payload: dict[str, Any]) -> None:
-        seen.append(payload["id"])
-        if payload["id"] == 98:
+    def on_ack(segment: str, payload: Any) -> bool:
+        seen.append((segment, payload))
+        if payload == {"id": 98, "ok": False}:
             raise RuntimeError("server bug while handling an ack")
+        return payload == {"id": 99, "ok": True}
 
-    device = Client(broker.port, [f"{p}/{SLUG}/command"])
+    device = Client(broker.port, [f"{p}/{SEG}/command"])
     clients.append(device)
     # a stale retained ack is on the broker before the bridge subscribes: not an answer
-    device.mqtt.publish(f"{p}/{SLUG}/ack", json.dumps({"id": 96, "ok": True}), 1, True)
+    device.mqtt.publish(f"{p}/{SEG}/ack", json.dumps({"id": 96, "ok": True}), 1, True)
     bridge = make_bridge(broker.port, on_ack=on_ack)
-    for bad in (
-        b"not json",
-        b"\xff\xfe",
-        b"[1, 2]",
-        b'{"ok": true}',
-        b'{"id": "17", "ok": true}',
-        b'{"id": true}',
-        b'{"id": 5, "ok": "yes"}',
-        json.dumps({"id": 98, "ok": False}).encode(),  # on_ack raises for this one
-        json.dumps({"id": 99, "ok": True}).encode(),
-    ):
-        device.mqtt.publish(f"{p}/{SLUG}/ack", bad, qos=1)
+    sent = [b"not json", b"\xff\xfe", b"[1, 2]", b'{"ok": true}', b'{"id": 5, "ok": "yes"}',
+            json.dumps({"id": 98, "ok": False}).encode(),  # on_ack raises for this one
+            json.dumps({"id": 99, "ok": True}).encode()]  # fmt: skip
+    for bad in sent:
+        device.mqtt.publish(f"{p}/{SEG}/ack", bad, qos=1)
     device.mqtt.publish(f"{p}/other/ack", json.dumps({"id": 100}), qos=1)
-    assert wait_until(lambda: seen == [98, 99, 100])
+    assert wait_until(lambda: len(seen) == 8)
+    assert seen == [
+        (SEG, None),
+        (SEG, None),
+        (SEG, [1, 2]),
+        (SEG, {"ok": True}),
+        (SEG, {"id": 5, "ok": "yes"}),
+        (SEG, {"id": 98, "ok": False}),
+        (SEG, {"id": 99, "ok": True}),
+        ("other", {"id": 100}),
+    ]
     assert bridge.connected
+    assert (bridge.stats["acks"], bridge.stats["acks_refused"]) == (1, 7)
     bridge.publish_reading(DEVICE, reading())
     assert bridge.wait_idle(5)
-    device.mqtt.publish(f"{p}/{SLUG}/ack", b"", qos=1, retain=True)  # clear the retained ack
+    device.mqtt.publish(f"{p}/{SEG}/ack", b"", qos=1, retain=True)  # clear the retained ack
 
 
 def test_outage_queues_and_resumes(
@@ -470,26 +477,26 @@ def test_outage_queues_and_resumes(
 
         broker.start()  # same port
         assert bridge.wait_idle(10), bridge.stats
-        ha.wait_for(f"{p}/{SLUG}/value", "1024.5", timeout=10)
+        ha.wait_for(f"{p}/{SEG}/value", "1024.5", timeout=10)
         with ha.cond:
             after = ha.messages[mark:]
         got: list[float] = []
         for topic, payload, _ in after:
-            if topic == f"{p}/{SLUG}/value" and (not got or got[-1] != float(payload)):
+            if topic == f"{p}/{SEG}/value" and (not got or got[-1] != float(payload)):
                 got.append(float(payload))
         assert got == values  # every queued reading, in order
         topics = {t for t, _, _ in after}
-        assert {f"{d}/sensor/gridlens_{SLUG}/{o}/config" for o in ("value", "rate", "error")} <= (
+        assert {f"{d}/sensor/{p}_7/{o}/config" for o in ("value", "rate", "error")} <= (
             topics
         )  # discovery re-published on reconnect
         assert (f"{p}/status", b"online", False) in after
-        assert (f"{p}/{SLUG}/connection", b"online", False) in after
+        assert (f"{p}/{SEG}/connection", b"online", False) in after
         stats = bridge.stats
         assert stats["reconnects"] >= 1 and stats["dropped"] == 0 and stats["queued"] == 0
 
-        late = Client(broker.port, [f"{p}/{SLUG}/value"])
+        late = Client(broker.port, [f"{p}/{SEG}/value"])
         clients.append(late)
-        assert late.wait_for(f"{p}/{SLUG}/value") == b"1024.5"
+        assert late.wait_for(f"{p}/{SEG}/value") == b"1024.5"
         bridge.stop()
     finally:
         for c in clients:
@@ -513,6 +520,8 @@ def test_start_without_broker_never_raises(make_bridge: Callable[..., MqttBridge
         "dropped": 20,
         "reconnects": 0,
         "connected": 0,
+        "acks": 0,
+        "acks_refused": 0,
     }
     assert bridge.publish_command(DEVICE, {"id": 1, "action": "relay", "state": "on"}) is False
     assert not bridge.wait_idle(0.1)

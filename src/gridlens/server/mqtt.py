@@ -5,28 +5,36 @@ the way AI-on-the-edge-device does, so Home Assistant's Energy dashboard picks i
 discovery. The bridge also carries commands to devices that listen on MQTT and hands their
 acknowledgements back to the server. It knows nothing about the database: the server composes it.
 
-Topics (``{prefix}`` defaults to ``gridlens``, ``{slug}`` is :func:`slugify` of the device name;
-every message is QoS 1)
+Topics (``{prefix}`` defaults to ``gridlens``; ``{dev}`` is the device's
+:attr:`DeviceInfo.segment`, ``<id>-<slug>`` such as ``7-cellar_meter``: the database id makes
+it unique even when two names slug alike; ``{node}`` is :meth:`MqttBridge.node_id`,
+``<prefix>_<id>`` such as ``gridlens_7``, so two servers with different prefixes on one
+broker never share a discovery topic or a Home Assistant ``unique_id``; every message is QoS 1)
 
-==========================================================  ========  ============================
-topic                                                       retained  payload
-==========================================================  ========  ============================
-``{prefix}/status``                                         yes       ``online`` on connect,
-                                                                      ``offline`` on stop and as
-                                                                      the last will
-``{prefix}/{slug}/connection``                              yes       ``online`` / ``offline``
-``{prefix}/{slug}/value``                                   yes       accepted value, plain number
-``{prefix}/{slug}/raw``                                     yes       raw digit string
-``{prefix}/{slug}/error``                                   yes       ``no error`` or the reason
-``{prefix}/{slug}/rate``                                    yes       unit per hour, ``""`` unknown
-``{prefix}/{slug}/timestamp``                               yes       ``captured_at`` (ISO 8601)
-``{prefix}/{slug}/json``                                    yes       the whole reading as JSON
-``{prefix}/{slug}/command``                                 no        server -> device, JSON
-``{prefix}/{slug}/ack``                                     no        device -> server, JSON
-``{discovery_prefix}/sensor/gridlens_{slug}/{obj}/config``  yes       HA discovery, ``obj`` in
-                                                                      ``value``, ``rate``,
-                                                                      ``error``
-==========================================================  ========  ============================
+=========================================================  ========  ============================
+topic                                                      retained  payload
+=========================================================  ========  ============================
+``{prefix}/status``                                        yes       ``online`` on connect,
+                                                                     ``offline`` on stop and as
+                                                                     the last will
+``{prefix}/{dev}/connection``                              yes       ``online`` / ``offline``
+``{prefix}/{dev}/value``                                   yes       accepted value, plain number
+``{prefix}/{dev}/raw``                                     yes       raw digit string
+``{prefix}/{dev}/error``                                   yes       ``no error`` or the reason
+``{prefix}/{dev}/rate``                                    yes       unit per hour, ``""`` unknown
+``{prefix}/{dev}/timestamp``                               yes       ``captured_at`` (ISO 8601)
+``{prefix}/{dev}/json``                                    yes       the whole reading as JSON
+``{prefix}/{dev}/command``                                 no        server -> device, JSON
+``{prefix}/{dev}/ack``                                     no        device -> server, JSON
+``{discovery_prefix}/sensor/{node}/{obj}/config``          yes       HA discovery, ``obj`` in
+                                                                     ``value``, ``rate``,
+                                                                     ``error``
+=========================================================  ========  ============================
+
+The bridge hands every non-retained message on ``{prefix}/+/ack`` to the server, which decides
+whether it is a valid ack (``gridlens.store.commands``); the bridge itself trusts no payload.
+Broker credentials (``username``/``password``) and TLS (``tls``, ``cafile``) are options of
+:class:`MqttBridge`; ``docs/broker.md`` shows the broker side (users and ACLs).
 
 A rejected reading publishes only ``raw``, ``error`` and ``json``: never a value, so the retained
 value (and Home Assistant's ``total_increasing`` statistics) only ever sees accepted readings.
@@ -44,10 +52,12 @@ pending and may retry).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import re
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -60,9 +70,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-__all__ = ["DeviceInfo", "MqttBridge", "slugify"]
+__all__ = ["DeviceInfo", "MqttBridge", "device_id_of", "slugify"]
 
 _SLUG_BAD = re.compile(r"[^a-z0-9_-]")
+_SEGMENT = re.compile(r"^([1-9][0-9]{0,18})-")
 _QOS = 1
 _ONLINE = "online"
 _OFFLINE = "offline"
@@ -70,7 +81,7 @@ _NO_ERROR = "no error"
 #: Energy units Home Assistant accepts for ``device_class: energy``, with their power unit.
 _ENERGY_TO_POWER = {"Wh": "W", "kWh": "kW", "MWh": "MW", "GWh": "GW"}
 
-AckCallback = Callable[[str, dict[str, Any]], None]
+AckCallback = Callable[[str, Any], bool | None]
 
 
 def slugify(name: str) -> str:
@@ -95,6 +106,12 @@ def slugify(name: str) -> str:
     return _SLUG_BAD.sub("_", name.strip().lower())
 
 
+def device_id_of(segment: str) -> int | None:
+    """The device id at the head of a topic segment (``"7-cellar"`` -> 7), else ``None``."""
+    m = _SEGMENT.match(segment)
+    return int(m.group(1)) if m else None
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     """What the bridge needs to know about one meter device.
@@ -102,10 +119,9 @@ class DeviceInfo:
     Attributes
     ----------
     device_id : int
-        Database id; used only as a fallback topic segment when the name has no usable
-        character.
+        Database id: the head of the topic segment, so no two devices share topics.
     name : str
-        User-given name; the topic segment is :func:`slugify` of it.
+        User-given name; :func:`slugify` of it follows the id in the topic segment.
     unit : str
         Unit of the meter value (``kWh`` by default). Energy units (Wh, kWh, MWh, GWh) get
         ``device_class: energy`` and a power rate sensor; other units get no device class and
@@ -118,9 +134,14 @@ class DeviceInfo:
 
     @property
     def slug(self) -> str:
-        """Topic segment of this device (``meter_<device_id>`` when the name slugs to nothing)."""
+        """:func:`slugify` of the name (``meter`` when the name slugs to nothing)."""
         slug = slugify(self.name)
-        return slug if slug.strip("_") else f"meter_{self.device_id}"
+        return slug if slug.strip("_") else "meter"
+
+    @property
+    def segment(self) -> str:
+        """Topic segment of this device: ``<device_id>-<slug>``, unique per server."""
+        return f"{self.device_id}-{self.slug}"
 
 
 def _number_text(value: Any) -> str | None:
@@ -181,11 +202,17 @@ class MqttBridge:
         MQTT client id; ``gridlens-<random>`` when omitted (two servers never kick each other).
     username, password : str, optional
         Broker credentials.
+    tls : bool
+        Connect over TLS, checking the broker's certificate and host name.
+    cafile : str, optional
+        PEM file of the certificate authority that signed the broker's certificate (for a
+        private CA or a self-signed broker); the system's CAs when omitted.
     on_ack : callable, optional
-        ``on_ack(slug, payload)`` is called on the network thread for every well-formed
-        acknowledgement a device publishes on ``{prefix}/{slug}/ack``. ``payload`` is a dict with
-        at least an integer ``"id"`` (and, if present, a boolean ``"ok"``). Exceptions it raises
-        are logged and swallowed. It must not block for long.
+        ``on_ack(segment, payload)`` is called on the network thread for every message that
+        is not retained on ``{prefix}/{segment}/ack``. ``payload`` is the decoded JSON, or
+        ``None`` when it is not JSON; nothing about it is checked here. It returns whether
+        the ack was taken (``False`` counts it in ``stats["acks_refused"]``). Exceptions it
+        raises are logged and swallowed. It must not block for long.
     max_queued : int
         Most QoS 1 messages kept (queued or in flight) while the broker is away; further
         publishes are dropped and counted in ``stats["dropped"]``.
@@ -212,6 +239,8 @@ class MqttBridge:
         client_id: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        tls: bool = False,
+        cafile: str | None = None,
         on_ack: AckCallback | None = None,
         max_queued: int = 100_000,
         logger: logging.Logger | None = None,
@@ -242,6 +271,12 @@ class MqttBridge:
         self._client.enable_logger(self._log.getChild("paho"))
         if username is not None:
             self._client.username_pw_set(username, password)
+        elif password is not None:
+            raise ValueError("an MQTT password needs a user name")
+        self.tls = tls or cafile is not None
+        if self.tls:
+            context = ssl.create_default_context(cafile=cafile)  # verifies cert and host name
+            self._client.tls_set_context(context)
         self._client.max_queued_messages_set(max_queued)
         self._client.reconnect_delay_set(lo, hi)
         self._client.will_set(self.status_topic, _OFFLINE, qos=_QOS, retain=True)
@@ -258,8 +293,10 @@ class MqttBridge:
         self._started = False
         self._connects = 0
         self._connect_failures = 0
-        self._devices: dict[str, DeviceInfo] = {}
-        self._availability: dict[str, tuple[DeviceInfo, bool]] = {}
+        self._devices: dict[int, DeviceInfo] = {}
+        self._availability: dict[int, tuple[DeviceInfo, bool]] = {}
+        self._acks = 0
+        self._acks_refused = 0
         self._cond = threading.Condition()
         self._handed = 0  # QoS 1 messages handed to paho
         self._acked = 0  # ... of which the broker acknowledged
@@ -330,18 +367,23 @@ class MqttBridge:
         dict of str to int
             ``published`` (messages the broker acknowledged), ``queued`` (handed to the client,
             not yet acknowledged), ``dropped`` (refused because ``max_queued`` was reached),
-            ``reconnects`` (successful connects after the first), ``connected`` (0 or 1).
+            ``reconnects`` (successful connects after the first), ``connected`` (0 or 1),
+            ``acks`` (acks the server took) and ``acks_refused`` (messages on an ack topic it
+            refused).
         """
         with self._cond:
             published, queued, dropped = self._acked, self._queued(), self._dropped
         with self._lock:
             reconnects, connected = max(0, self._connects - 1), int(self._connected)
+            acks, refused = self._acks, self._acks_refused
         return {
             "published": published,
             "queued": queued,
             "dropped": dropped,
             "reconnects": reconnects,
             "connected": connected,
+            "acks": acks,
+            "acks_refused": refused,
         }
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
@@ -363,12 +405,24 @@ class MqttBridge:
     # ------------------------------------------------------------------ publishing
 
     def topic(self, device: DeviceInfo, leaf: str) -> str:
-        """Topic ``{prefix}/{slug}/{leaf}`` of ``device``."""
-        return f"{self.prefix}/{device.slug}/{leaf}"
+        """Topic ``{prefix}/{segment}/{leaf}`` of ``device``."""
+        return f"{self.prefix}/{device.segment}/{leaf}"
+
+    def node_id(self, device: DeviceInfo) -> str:
+        """Home Assistant node id of ``device``: ``<prefix>_<device_id>``.
+
+        The prefix is taken as it is when it is made of ``[a-z0-9_-]`` only; otherwise it is
+        slugged and a short hash of it appended, so that two different prefixes never give
+        the same node id. It holds no name: renaming a device keeps its entities.
+        """
+        node = slugify(self.prefix.replace("/", "_"))
+        if node != self.prefix:
+            node += "_" + hashlib.sha256(self.prefix.encode()).hexdigest()[:6]
+        return f"{node}_{device.device_id}"
 
     def discovery_topic(self, device: DeviceInfo, obj: str) -> str:
         """Home Assistant discovery config topic of sensor ``obj`` of ``device``."""
-        return f"{self.discovery_prefix}/sensor/gridlens_{device.slug}/{obj}/config"
+        return f"{self.discovery_prefix}/sensor/{self.node_id(device)}/{obj}/config"
 
     def discovery_configs(self, device: DeviceInfo) -> dict[str, dict[str, Any]]:
         """Home Assistant MQTT discovery configs of ``device``, keyed by discovery topic.
@@ -377,10 +431,11 @@ class MqttBridge:
         ``measurement``) and ``error`` (diagnostic). Each carries ``unique_id``, both
         ``object_id`` (HA < 2025.10) and ``default_entity_id`` (HA >= 2025.10, the only one
         honoured since 2026.4), an availability list (device connection and bridge status,
-        ``availability_mode: all``) and the device block.
+        ``availability_mode: all``) and the device block. ``unique_id`` and the device
+        identifier are built on :meth:`node_id` (prefix and device id); the entity id also
+        carries the name's slug, for people.
         """
-        slug = device.slug
-        node = f"gridlens_{slug}"
+        node = self.node_id(device)
         availability = [
             {"topic": t, "payload_available": _ONLINE, "payload_not_available": _OFFLINE}
             for t in (self.topic(device, "connection"), self.status_topic)
@@ -407,7 +462,7 @@ class MqttBridge:
         configs: dict[str, dict[str, Any]] = {}
         for obj, (name, extra) in sensors.items():
             unique_id = f"{node}_{obj}"
-            object_id = unique_id.replace("-", "_")  # entity ids allow [a-z0-9_] only
+            object_id = f"{node}_{device.slug}_{obj}".replace("-", "_")  # [a-z0-9_] only
             configs[self.discovery_topic(device, obj)] = {
                 "name": name,
                 "unique_id": unique_id,
@@ -429,7 +484,7 @@ class MqttBridge:
         disconnected nothing is queued: the next connect publishes them.
         """
         with self._lock:
-            self._devices[device.slug] = device
+            self._devices[device.device_id] = device
             connected = self._connected
         if connected:
             self._publish_discovery(device)
@@ -437,26 +492,26 @@ class MqttBridge:
     def remove_discovery(self, device: DeviceInfo) -> None:
         """Forget ``device`` and clear its retained discovery configs (HA removes the entities)."""
         with self._lock:
-            self._devices.pop(device.slug, None)
-            self._availability.pop(device.slug, None)
+            self._devices.pop(device.device_id, None)
+            self._availability.pop(device.device_id, None)
         for topic in self.discovery_configs(device):
             self._publish(topic, "", retain=True)
 
     def publish_availability(self, device: DeviceInfo, online: bool) -> None:
-        """Publish (retained) ``online``/``offline`` on ``{prefix}/{slug}/connection``.
+        """Publish (retained) ``online``/``offline`` on ``{prefix}/{segment}/connection``.
 
         Home Assistant shows the device's entities as unavailable until ``online`` was
         published here at least once (``availability_mode: all``). The last state is
         re-published on every (re)connect.
         """
         with self._lock:
-            self._availability[device.slug] = (device, online)
+            self._availability[device.device_id] = (device, online)
             connected = self._connected
         if connected:
             self._publish(self.topic(device, "connection"), _ONLINE if online else _OFFLINE, True)
 
     def publish_reading(self, device: DeviceInfo, reading: Mapping[str, Any]) -> None:
-        """Publish one reading on the ``{prefix}/{slug}/...`` topics (all QoS 1, retained).
+        """Publish one reading on the ``{prefix}/{segment}/...`` topics (all QoS 1, retained).
 
         Parameters
         ----------
@@ -489,15 +544,19 @@ class MqttBridge:
         self._publish(self.topic(device, "json"), json.dumps(_jsonable(reading)), True)
 
     def publish_command(self, device: DeviceInfo, command: Mapping[str, Any]) -> bool:
-        """Send a command to a device on ``{prefix}/{slug}/command`` (JSON, QoS 1, not retained).
+        """Send a command to a device on ``{prefix}/{segment}/command`` (JSON, QoS 1, not
+        retained).
 
         Parameters
         ----------
         device : DeviceInfo
             Target device.
         command : mapping
-            E.g. ``{"id": 17, "action": "relay", "state": "off", "value": None}``; the device
-            answers on ``{prefix}/{slug}/ack`` with ``{"id": 17, "ok": true, "detail": "..."}``.
+            E.g. ``{"id": 17, "device_id": 7, "action": "relay", "state": "off", "value":
+            None, "expires_at": "...", "nonce": "...", "sig": "..."}`` (the server's
+            composition, see ``gridlens.store.commands``); the device answers on
+            ``{prefix}/{segment}/ack`` with ``{"id": 17, "nonce": "...", "ok": true,
+            "detail": "...", "sig": "..."}``.
 
         Returns
         -------
@@ -510,7 +569,7 @@ class MqttBridge:
         try:
             payload = json.dumps(_jsonable(command))
         except (TypeError, ValueError):
-            self._log.exception("cannot encode MQTT command for %s", device.slug)
+            self._log.exception("cannot encode MQTT command for %s", device.segment)
             return False
         return self._publish(self.topic(device, "command"), payload, retain=False)
 
@@ -615,27 +674,24 @@ class MqttBridge:
         topic = msg.topic
         if not (topic.startswith(head) and topic.endswith(tail)):
             return
-        slug = topic[len(head) : -len(tail)]
+        segment = topic[len(head) : -len(tail)]
         if msg.retain:  # a stale ack left retained on the broker, not an answer
             self._log.debug("ignoring retained ack on %s", topic)
             return
+        payload: Any
         try:
             payload = json.loads(msg.payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            self._log.warning("ignoring malformed ack on %s: %r", topic, msg.payload[:200])
-            return
-        ok = payload.get("ok", False) if isinstance(payload, dict) else None
-        if (
-            not isinstance(payload, dict)
-            or not isinstance(payload.get("id"), int)
-            or isinstance(payload.get("id"), bool)
-            or not isinstance(ok, bool)
-        ):
-            self._log.warning("ignoring malformed ack on %s: %r", topic, msg.payload[:200])
-            return
+            payload = None
         if self._on_ack is None:
             return
         try:
-            self._on_ack(slug, payload)
+            taken = self._on_ack(segment, payload)
         except Exception:
-            self._log.exception("on_ack failed for %s %r", slug, payload)
+            self._log.exception("on_ack failed for %s %r", segment, msg.payload[:200])
+            taken = False
+        with self._lock:
+            if taken is False:
+                self._acks_refused += 1
+            else:
+                self._acks += 1

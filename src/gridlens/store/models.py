@@ -136,7 +136,11 @@ class Reading(Base):
 
 
 class Command(Base):
-    """A remote-control command: pending -> delivered -> acked | expired."""
+    """A remote-control command: pending -> delivered -> acked | expired.
+
+    ``nonce`` is a random secret issued with the command to its device only; an ack over MQTT
+    counts only when it carries it (``None`` for commands made before revision 0003).
+    """
 
     __tablename__ = "commands"
     __table_args__ = (Index("ix_commands_device_status", "device_id", "status"),)
@@ -154,6 +158,7 @@ class Command(Base):
     acked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ack_ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     ack_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    nonce: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class AuditEntry(Base):
