@@ -2,7 +2,9 @@
 
 A private broker runs on a free port for the module; the outage test runs its own persistent
 broker so it can kill and restart it. Every test uses its own topic prefixes, so retained
-messages of one test never leak into another.
+messages of one test never leak into another. A third broker is secured as docs/broker.md
+says (passwords, the ACL file printed there, TLS with a CA made here by ``openssl``): the
+server connects only with its credentials, and each client reaches only its own topics.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import os
 import queue
 import shutil
 import socket
+import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -57,11 +61,14 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 class Broker:
     """A private ``mosquitto`` process on a fixed port, restartable on that same port."""
 
-    def __init__(self, directory: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, persistent: bool = False, secure: list[str] | None = None
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        lines = [f"listener {self.port} 127.0.0.1"]
+        lines += ["allow_anonymous true"] if secure is None else secure
         if persistent:
             lines += ["persistence true", f"persistence_location {directory}/"]
         else:
@@ -114,6 +121,9 @@ class Client:
         client_id: str | None = None,
         clean: bool = True,
         on_message: Callable[[Client, mqtt.MQTTMessage], None] | None = None,
+        user: tuple[str, str] | None = None,
+        cafile: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.cond = threading.Condition()
@@ -129,7 +139,11 @@ class Client:
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = lambda *args: self.subscribed.set()
         self.mqtt.on_message = self._on_message
-        self.mqtt.connect("127.0.0.1", port)
+        if user is not None:
+            self.mqtt.username_pw_set(*user)
+        if cafile is not None:
+            self.mqtt.tls_set_context(ssl.create_default_context(cafile=cafile))
+        self.mqtt.connect(host, port)
         self.mqtt.loop_start()
         assert self.subscribed.wait(5), "test client could not subscribe"
 
@@ -528,3 +542,198 @@ def test_start_without_broker_never_raises(make_bridge: Callable[..., MqttBridge
     start = time.monotonic()
     bridge.stop()
     assert time.monotonic() - start < 2.5
+
+
+# ---------------------------------------------------------------- a secured broker
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "broker.md"
+OPENSSL = shutil.which("openssl")
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+USERS = {
+    "gridlens-server": "s3rver-pw",
+    "homeassistant": "ha-pw",
+    SEG: "cam7-pw",  # a camera's user name is its topic segment
+    "8-cellar": "cam8-pw",
+}
+
+
+def documented_acl() -> str:
+    """The ACL file exactly as docs/broker.md prints it."""
+    text = DOCS.read_text()
+    start = text.index("```text\n# gridlens.acl")
+    return text[start + len("```text\n") : text.index("```", start + 8)]
+
+
+def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a broker certificate for ``localhost``, as docs/broker.md does it."""
+    assert OPENSSL is not None
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    d = str(directory)
+
+    def run(*args: str) -> None:
+        subprocess.run([OPENSSL, *args], cwd=d, check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt",
+        "-subj", "/CN=gridlens-test-ca")  # fmt: skip
+    run("req", *ec, "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost")
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.crt")  # fmt: skip
+    return directory / "ca.crt", directory / "broker.crt", directory / "broker.key"
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if OPENSSL is None or MOSQUITTO_PASSWD is None:
+        pytest.skip("needs openssl and mosquitto_passwd (apt install openssl mosquitto)")
+    d = tmp_path_factory.mktemp("secure-mosquitto")
+    ca, cert, key = make_ca_and_cert(d)
+    passwd = d / "passwd"
+    for i, (user, password) in enumerate(USERS.items()):
+        create = ["-c"] if i == 0 else []
+        subprocess.run([MOSQUITTO_PASSWD, *create, "-b", str(passwd), user, password],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+    acl = d / "gridlens.acl"
+    acl.write_text(documented_acl())
+    broker = Broker(d, secure=["allow_anonymous false", f"password_file {passwd}",
+                               f"acl_file {acl}", f"cafile {ca}", f"certfile {cert}",
+                               f"keyfile {key}"])  # fmt: skip
+    broker.start()
+    yield {"broker": broker, "port": broker.port, "ca": str(ca), "dir": d}
+    broker.stop()
+
+
+def test_server_connects_with_its_credentials_over_tls_only(secure: dict[str, Any]) -> None:
+    port, ca = secure["port"], secure["ca"]
+    bridges = {
+        "right": MqttBridge("localhost", port, username="gridlens-server",
+                            password=USERS["gridlens-server"], cafile=ca),
+        "wrong password": MqttBridge("localhost", port, username="gridlens-server",
+                                     password="guess", cafile=ca),
+        "no credentials": MqttBridge("localhost", port, cafile=ca),
+        "unknown CA": MqttBridge("localhost", port, username="gridlens-server",
+                                 password=USERS["gridlens-server"], tls=True),
+        "no TLS": MqttBridge("localhost", port, username="gridlens-server",
+                             password=USERS["gridlens-server"]),
+    }  # fmt: skip
+    for b in bridges.values():
+        b.start()
+    try:
+        assert wait_until(lambda: bridges["right"].connected, 10)
+        assert bridges["right"].tls
+        time.sleep(1.0)  # the others had their chance
+        assert {k for k, b in bridges.items() if b.connected} == {"right"}
+    finally:
+        for b in bridges.values():
+            b.stop(timeout=0.5)
+    with pytest.raises(ValueError, match="needs a user name"):
+        MqttBridge("localhost", port, password="x")
+
+
+def test_documented_acls_keep_each_client_to_its_own_topics(
+    secure: dict[str, Any], clients: list[Client]
+) -> None:
+    port, ca = secure["port"], secure["ca"]
+    acks: queue.Queue[tuple[str, Any]] = queue.Queue()
+    bridge = MqttBridge("localhost", port, username="gridlens-server",
+                        password=USERS["gridlens-server"], cafile=ca,
+                        on_ack=lambda seg, payload: acks.put((seg, payload)) is None)  # fmt: skip
+    bridge.start()
+    try:
+        assert wait_until(lambda: bridge.connected, 10)
+
+        def client(user: str) -> Client:
+            c = Client(port, ["gridlens/#", "homeassistant/#"], user=(user, USERS[user]),
+                       cafile=ca, host="localhost")  # fmt: skip
+            clients.append(c)
+            return c
+
+        cam7, cam8, ha = client(SEG), client("8-cellar"), client("homeassistant")
+        other = DeviceInfo(8, "Cellar")
+        bridge.publish_discovery(DEVICE)
+        bridge.publish_reading(DEVICE, reading())
+        assert bridge.publish_command(DEVICE, {"id": 1, "action": "relay", "state": "off"})
+        assert bridge.publish_command(other, {"id": 2, "action": "flash", "state": "on"})
+        assert bridge.wait_idle(5)
+        cam7.wait_for(f"gridlens/{SEG}/command")
+        cam8.wait_for("gridlens/8-cellar/command")
+        ha.wait_for(f"gridlens/{SEG}/value", "1234.5")
+        ha.wait_for("homeassistant/sensor/gridlens_7/value/config")
+        # each camera writes its own ack topic only; others' writes are dropped by the broker
+        cam8.mqtt.publish(f"gridlens/{SEG}/ack", json.dumps({"id": 1, "from": 8}), qos=1)
+        cam8.mqtt.publish(f"gridlens/{SEG}/value", "0.0", qos=1, retain=True)
+        ha.mqtt.publish(f"gridlens/{SEG}/ack", json.dumps({"id": 1, "from": "ha"}), qos=1)
+        ha.mqtt.publish(f"gridlens/{SEG}/command", json.dumps({"id": 9, "from": "ha"}), qos=1)
+        cam7.mqtt.publish(f"gridlens/{SEG}/ack", json.dumps({"id": 1, "from": 7}), qos=1)
+        assert acks.get(timeout=5) == (SEG, {"id": 1, "from": 7})
+        time.sleep(0.5)
+        assert acks.empty()
+        seen = {
+            name: {t for t, _, _ in c.messages}
+            for name, c in (("cam7", cam7), ("cam8", cam8), ("ha", ha))
+        }
+        assert seen["cam7"] == {f"gridlens/{SEG}/command"}  # not 8's, not the readings
+        assert seen["cam8"] == {"gridlens/8-cellar/command"}
+        assert not any(t.endswith(("/command", "/ack")) for t in seen["ha"])  # no nonces
+        assert f"gridlens/{SEG}/value" in seen["ha"]
+        assert ha.last(f"gridlens/{SEG}/value")[0] == b"1234.5"  # cam8 could not overwrite it
+        for c in clients:
+            assert c.messages.count((f"gridlens/{SEG}/command", b'{"id": 9, "from": "ha"}',
+                                     False)) == 0  # fmt: skip
+    finally:
+        bridge.stop(timeout=0.5)
+
+
+def test_serve_takes_broker_credentials_from_a_file(secure: dict[str, Any], tmp_path: Path) -> None:
+    """``gridlens serve --mqtt-user --mqtt-password-file --mqtt-cafile`` reaches the secured
+    broker; the password is neither in its command line nor in its environment."""
+    from gridlens.server.harness import free_port as free_http_port
+
+    password = USERS["gridlens-server"]
+    pw_file = tmp_path / "mqtt.pass"
+    pw_file.write_text(password + "\n")
+    port = free_http_port()
+    cmd = [sys.executable, "-m", "gridlens.cli", "serve", "--db", f"sqlite:///{tmp_path}/s.db",
+           "--data-dir", str(tmp_path / "d"), "--port", str(port), "--no-request-log",
+           "--no-pull", "--mqtt", f"localhost:{secure['port']}", "--mqtt-user",
+           "gridlens-server", "--mqtt-password-file", str(pw_file), "--mqtt-cafile",
+           secure["ca"]]  # fmt: skip
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        import http.client
+
+        def health() -> Any:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                c.request("GET", "/healthz")
+                doc = json.loads(c.getresponse().read())
+                c.close()
+                return doc
+            except OSError:
+                return None
+
+        assert wait_until(lambda: (health() or {}).get("mqtt") == "connected", 60), (
+            tmp_path / "serve.log"
+        ).read_text()
+        for pid in [proc.pid, *_children(proc.pid)]:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert password.encode() not in f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                assert password.encode() not in f.read()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
