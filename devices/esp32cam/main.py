@@ -621,7 +621,7 @@ class Device:
             self.mqtt = c
             self.mqtt_ping = ticks_ms()
             log("mqtt", self.topic("command"))
-        except (OSError, ValueError) as exc:  # ValueError: umqtt's MQTTException, TLS setup
+        except Exception as exc:  # network, TLS, or umqtt's MQTTException (refused)
             log("mqtt connect failed:", exc)
 
     def on_mqtt(self, topic, msg, retained=False, dup=False):
