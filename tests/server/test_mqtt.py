@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import ssl
@@ -460,6 +461,47 @@ def test_every_live_ack_goes_to_the_server_which_judges_it(
     bridge.publish_reading(DEVICE, reading())
     assert bridge.wait_idle(5)
     device.mqtt.publish(f"{p}/{SEG}/ack", b"", qos=1, retain=True)  # clear the retained ack
+
+
+def test_names_that_slug_alike_and_servers_on_one_broker_never_share_topics(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    """Finding 5: "Meter A" and "meter_a" shared topics and the HA unique_id, and discovery
+    ignored the prefix, so two servers on one broker overwrote each other's entities."""
+    a, b = DeviceInfo(1, "Meter A"), DeviceInfo(2, "meter_a")
+    assert a.slug == b.slug == "meter_a" and a.segment != b.segment
+    d = f"ha{tag}"
+    one = make_bridge(broker.port, prefix=f"one{tag}", discovery_prefix=d)
+    two = make_bridge(broker.port, prefix=f"two{tag}", discovery_prefix=d)
+    configs = [bridge.discovery_configs(dev) for bridge in (one, two) for dev in (a, b)]
+    topics = [t for c in configs for t in c]
+    unique_ids = [v["unique_id"] for c in configs for v in c.values()]
+    entity_ids = [v["default_entity_id"] for c in configs for v in c.values()]
+    states = [v["state_topic"] for c in configs for v in c.values()]
+    assert len(set(topics)) == len(set(unique_ids)) == len(set(entity_ids)) == 12
+    assert len(set(states)) == 12
+    assert one.node_id(a) == f"one{tag}_1" and two.node_id(a) == f"two{tag}_1"
+    # a prefix with a slash or capitals still gives a valid, distinct node id
+    odd = MqttBridge(prefix="Site/North").node_id(a)
+    assert re.fullmatch(r"[a-z0-9_-]+", odd) and odd != MqttBridge(prefix="site_north").node_id(a)
+    ha = Client(broker.port, [f"{d}/#", f"one{tag}/#", f"two{tag}/#"])
+    clients.append(ha)
+    for bridge in (one, two):
+        for dev, value in ((a, 1.0), (b, 2.0)):
+            bridge.publish_discovery(dev)
+            bridge.publish_reading(dev, reading(value))
+        assert bridge.wait_idle(5)
+    for prefix in (f"one{tag}", f"two{tag}"):
+        assert ha.wait_for(f"{prefix}/1-meter_a/value") == b"1.0"
+        assert ha.wait_for(f"{prefix}/2-meter_a/value") == b"2.0"
+        for n in (1, 2):
+            cfg = json.loads(ha.wait_for(f"{d}/sensor/{prefix}_{n}/value/config"))
+            assert cfg["unique_id"] == f"{prefix}_{n}_value"
+            assert cfg["state_topic"] == f"{prefix}/{n}-meter_a/value"
+    for bridge in (one, two):  # clear the retained discovery
+        for dev in (a, b):
+            bridge.remove_discovery(dev)
+        assert bridge.wait_idle(5)
 
 
 def test_outage_queues_and_resumes(
