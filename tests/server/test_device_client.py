@@ -474,3 +474,73 @@ def test_camera_executes_each_mqtt_command_once_and_ignores_retained_or_forged(
         spy.loop_stop()
         spy.disconnect()
         broker.stop()
+
+
+@needs_mosquitto
+def test_server_and_camera_on_a_broker_secured_as_documented(
+    fleet: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """docs/broker.md end to end: passwords, its ACL file, TLS; the server with its user and
+    password file, the camera with its topic segment as user name and the CA file."""
+    from tests.server.test_mqtt import MOSQUITTO_PASSWD, OPENSSL, documented_acl, make_ca_and_cert
+
+    if OPENSSL is None or MOSQUITTO_PASSWD is None:
+        pytest.skip("needs openssl and mosquitto_passwd (apt install openssl mosquitto)")
+    store, admin = fleet["store"], fleet["admin"]
+    dev, _ = fleet["cams"][0]
+    seg = f"{dev.id}-meter_a"
+    d = tmp_path / "broker"
+    d.mkdir()
+    ca, cert, key = make_ca_and_cert(d)
+    passwd = d / "passwd"
+    users = {"gridlens-server": "srv-pw", seg: "cam-pw"}
+    for i, (user, password) in enumerate(users.items()):
+        assert MOSQUITTO_PASSWD is not None
+        subprocess.run([MOSQUITTO_PASSWD, *(["-c"] if i == 0 else []), "-b", str(passwd), user,
+                        password], check=True, capture_output=True, timeout=30)  # fmt: skip
+    (d / "gridlens.acl").write_text(documented_acl())
+    broker = Broker(d, secure=["allow_anonymous false", f"password_file {passwd}",
+                               f"acl_file {d / 'gridlens.acl'}", f"cafile {ca}",
+                               f"certfile {cert}", f"keyfile {key}"])  # fmt: skip
+    broker.start()
+    pw_file = tmp_path / "mqtt.pass"
+    pw_file.write_text("srv-pw\n")
+    settings = Settings(db=store.url, data_dir=str(tmp_path / "data"), log_requests=False,
+                        pull=False, mqtt_host="localhost", mqtt_port=broker.port,
+                        mqtt_user="gridlens-server", mqtt_password_file=str(pw_file),
+                        mqtt_cafile=str(ca))  # fmt: skip
+    assert settings.mqtt_tls  # implied by the CA file
+    try:
+        with LiveServer(settings, store) as srv:
+            assert wait_until(lambda: srv.request("GET", "/healthz", admin)[1]["mqtt"]
+                              == "connected")  # fmt: skip
+            fw = load_firmware()
+            monkeypatch.setattr(fw, "MQTTClient", UmqttOverPaho)
+            cam_cfg = {"mqtt_host": "localhost", "mqtt_port": broker.port, "mqtt_user": seg,
+                       "mqtt_tls": True, "mqtt_cafile": str(ca)}  # fmt: skip
+            monkeypatch.chdir(camera_dir(fleet, srv.url, mqtt_password="guess", **cam_cfg))
+            cam = fw.Device(fw.load_config())
+            cam.boot()
+            cam.mqtt_connect()
+            assert cam.mqtt is None  # a wrong password is refused, and only logged
+            assert "mqtt connect failed" in capsys.readouterr().out
+            monkeypatch.chdir(camera_dir(fleet, srv.url, mqtt_password="cam-pw", **cam_cfg))
+            cam = fw.Device(fw.load_config())
+            cam.boot()
+            cam.mqtt_connect()
+            assert cam.mqtt is not None, capsys.readouterr().out
+            status, cmd = srv.request("POST", f"/api/v1/devices/{dev.id}/commands", admin,
+                                      {"action": "interval", "value": 900})  # fmt: skip
+            assert status == 201 and cmd["delivered_via"] == "mqtt", cmd
+
+            def acked() -> bool:
+                cam.mqtt_poll()
+                return store.commands(dev.id)[0].status == "acked"
+
+            assert wait_until(acked)
+            assert cam.interval_s == 900
+            assert store.commands(dev.id)[0].ack_detail == "interval 900 s"
+            cam.mqtt.disconnect()
+    finally:
+        broker.stop()

@@ -779,3 +779,22 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(x) for x in text.split()]
+
+
+def test_broker_settings_are_checked_and_the_password_stays_in_its_file(tmp_path: Path) -> None:
+    from gridlens.errors import ParameterError
+    from gridlens.server.settings import Settings
+
+    pw = tmp_path / "pass"
+    pw.write_text("s3cret pass\r\nsecond line ignored\n")
+    s = Settings(mqtt_host="broker", mqtt_user="srv", mqtt_password_file=str(pw),
+                 mqtt_cafile="/etc/hosts")  # fmt: skip
+    assert s.mqtt_tls and s.mqtt_password() == "s3cret pass"
+    env = s.to_env()
+    assert "s3cret" not in " ".join(env.values())  # workers get the path, not the password
+    assert Settings.from_env(env) == s
+    with pytest.raises(ParameterError) as e:
+        Settings(mqtt_password_file=str(tmp_path / "missing"), mqtt_cafile="/nonexistent",
+                 mqtt_port=0)  # fmt: skip
+    for problem in ("mqtt_port", "needs mqtt_user", "missing' is not", "mqtt_cafile"):
+        assert problem in str(e.value)  # every problem at once

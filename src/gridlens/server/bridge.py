@@ -76,12 +76,17 @@ def make_bridge(settings: Settings, store: Store) -> Any:
             )
         return cmd is not None
 
+    password = settings.mqtt_password()
+    loopback = settings.mqtt_host in ("localhost", "::1") or settings.mqtt_host.startswith("127.")
+    if password is not None and not settings.mqtt_tls and not loopback:
+        log.warning("the MQTT password goes to the broker unencrypted; use --mqtt-tls",
+                    extra={"broker": settings.mqtt_host})  # fmt: skip
     return MqttBridge(
         settings.mqtt_host,
         settings.mqtt_port,
         prefix=settings.mqtt_prefix,
         username=settings.mqtt_user or None,
-        password=settings.mqtt_password(),
+        password=password,
         tls=settings.mqtt_tls,
         cafile=settings.mqtt_cafile or None,
         on_ack=on_ack,
