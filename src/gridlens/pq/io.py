@@ -4,14 +4,17 @@
   are case-insensitive; other columns are ignored; pick other names with ``v_channel`` /
   ``i_channel``.
 - ``.npz`` with arrays ``v``, ``i`` and a scalar ``fs``.
-- COMTRADE (IEEE C37.111, ``.cfg`` + ``.dat``, ASCII or binary) through the ``comtrade``
-  package; the first analog channel in V (kV) and the first in A (kA) are used unless named.
+- COMTRADE (IEEE C37.111, ``.cfg`` + ``.dat`` or ``.cff``, ASCII or binary): the ``.cfg`` is
+  parsed by the ``comtrade`` package, the data by :mod:`gridlens.pq._comtrade`; the first
+  analog channel in V (kV) and the first in A (kA) are used unless named.
 
-Every problem is reported as one :class:`~gridlens.errors.InputError` naming the file.
+Every problem is reported as one :class:`~gridlens.errors.InputError` naming the file. No
+reader trusts a size written in the file: see :func:`read_waveform`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,13 +23,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gridlens.errors import DataFormatError, InputError, NotFoundError
+from gridlens.pq._comtrade import read_comtrade
 from gridlens.pq.synth import Waveform
 
-__all__ = ["read_waveform", "write_csv"]
+__all__ = ["MAX_SAMPLES", "read_waveform", "write_csv"]
+
+MAX_SAMPLES = 30_000_000
+"""Most samples per channel :func:`read_waveform` reads (50 min at 10 kHz, 480 MB of float64
+for v and i together)."""
 
 Float = NDArray[np.float64]
 _TIME_JITTER = 0.01  # allowed relative deviation of a time step from the median step
-_UNIT_SCALE = {"v": 1.0, "kv": 1e3, "mv": 1e-3, "a": 1.0, "ka": 1e3, "ma": 1e-3}
 
 
 def read_waveform(
@@ -35,6 +42,7 @@ def read_waveform(
     fs_hz: float | None = None,
     v_channel: str | None = None,
     i_channel: str | None = None,
+    max_samples: int = MAX_SAMPLES,
 ) -> Waveform:
     """Read a voltage/current record from a CSV, ``.npz`` or COMTRADE ``.cfg`` file.
 
@@ -48,24 +56,32 @@ def read_waveform(
     v_channel, i_channel : str, optional
         Column/channel names of voltage and current (default ``v``/``i``, or the first analog
         channel in volts/amps for COMTRADE).
+    max_samples : int, default MAX_SAMPLES
+        Most samples per channel read; a longer record is refused before it is loaded. A
+        server can pass less.
 
     Raises
     ------
     NotFoundError
         Missing file, column or channel.
     DataFormatError
-        Unparseable content, non-finite values, non-uniform time stamps.
+        Unparseable content, non-finite values, non-uniform time stamps, a header that
+        announces more data than the file holds, more than ``max_samples`` samples.
+
+    Memory stays proportional to the data really present (at most ``max_samples``): sizes
+    announced by a COMTRADE ``.cfg`` or an ``.npy`` header are checked against the file
+    before anything is allocated, and only the needed ``.npz`` arrays are read.
     """
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"{p}: no such file")
     suffix = p.suffix.lower()
     if suffix in (".csv", ".txt"):
-        wf = _read_csv(p, fs_hz, v_channel or "v", i_channel or "i")
+        wf = _read_csv(p, fs_hz, v_channel or "v", i_channel or "i", max_samples)
     elif suffix == ".npz":
-        wf = _read_npz(p, fs_hz, v_channel or "v", i_channel or "i")
+        wf = _read_npz(p, fs_hz, v_channel or "v", i_channel or "i", max_samples)
     elif suffix in (".cfg", ".cff"):
-        wf = _read_comtrade(p, fs_hz, v_channel, i_channel)
+        wf = _read_comtrade(p, fs_hz, v_channel, i_channel, max_samples)
     else:
         raise DataFormatError(
             f"{p}: unknown file type '{p.suffix}'; use .csv, .npz or COMTRADE .cfg"
@@ -102,7 +118,7 @@ def _fs_from_time(p: Path, t: Float, fs_hz: float | None) -> float:
     return fs
 
 
-def _read_csv(p: Path, fs_hz: float | None, v_name: str, i_name: str) -> Waveform:
+def _read_csv(p: Path, fs_hz: float | None, v_name: str, i_name: str, max_samples: int) -> Waveform:
     try:
         with p.open(encoding="utf-8-sig") as fh:
             header = fh.readline()
@@ -127,11 +143,18 @@ def _read_csv(p: Path, fs_hz: float | None, v_name: str, i_name: str) -> Wavefor
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-            data = np.loadtxt(p, delimiter=",", skiprows=1, usecols=use, ndmin=2)
+            data = np.loadtxt(
+                p, delimiter=",", skiprows=1, usecols=use, ndmin=2, max_rows=max_samples + 1
+            )
     except ValueError as exc:
         raise DataFormatError(f"{p}: {exc}") from None
     if data.shape[0] == 0:
         raise DataFormatError(f"{p}: header but no data rows")
+    if data.shape[0] > max_samples:
+        raise DataFormatError(
+            f"{p}: more than {max_samples:,} rows, more than are read at once; cut the record"
+            " into shorter ones"
+        )
     if has_t:
         fs = _fs_from_time(p, data[:, 2], fs_hz)
     elif fs_hz is None:
@@ -141,77 +164,81 @@ def _read_csv(p: Path, fs_hz: float | None, v_name: str, i_name: str) -> Wavefor
     return Waveform(v=data[:, 0].copy(), i=data[:, 1].copy(), fs_hz=fs, source=str(p))
 
 
-def _read_npz(p: Path, fs_hz: float | None, v_name: str, i_name: str) -> Waveform:
+def _read_npz(p: Path, fs_hz: float | None, v_name: str, i_name: str, max_samples: int) -> Waveform:
     try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in z.files}
+        zf = zipfile.ZipFile(p)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataFormatError(f"{p}: not a readable .npz file ({exc})") from None
-    for need in (v_name, i_name):
-        if need not in arrays:
-            raise NotFoundError(f"{p}: no array '{need}' (has {sorted(arrays)})")
-    fs: float
-    if "fs" in arrays:
-        if arrays["fs"].size != 1:
-            raise DataFormatError(f"{p}: 'fs' must be a scalar")
-        fs = float(arrays["fs"].reshape(()))
-        if fs_hz is not None and abs(fs - fs_hz) > _TIME_JITTER * fs_hz:
-            raise InputError(f"{p}: --fs {fs_hz:g} Hz disagrees with the file's fs = {fs:g} Hz")
-    elif fs_hz is not None:
-        fs = float(fs_hz)
-    else:
-        raise NotFoundError(f"{p}: no scalar 'fs' (has {sorted(arrays)}); pass --fs HZ")
-    try:
-        v = arrays[v_name].astype(np.float64).ravel()
-        i = arrays[i_name].astype(np.float64).ravel()
-    except (TypeError, ValueError) as exc:
-        raise DataFormatError(f"{p}: arrays are not numeric ({exc})") from None
+    with zf:
+        members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
+        for need in (v_name, i_name):
+            if need not in members:
+                raise NotFoundError(f"{p}: no array '{need}' (has {sorted(members)})")
+        fs: float
+        if "fs" in members:
+            fs_arr = _npz_member(p, zf, members["fs"], "fs", 1)
+            if fs_arr.size != 1:
+                raise DataFormatError(f"{p}: 'fs' must be a scalar")
+            fs = float(fs_arr.reshape(()))
+            if fs_hz is not None and abs(fs - fs_hz) > _TIME_JITTER * fs_hz:
+                raise InputError(f"{p}: --fs {fs_hz:g} Hz disagrees with the file's fs = {fs:g} Hz")
+        elif fs_hz is not None:
+            fs = float(fs_hz)
+        else:
+            raise NotFoundError(f"{p}: no scalar 'fs' (has {sorted(members)}); pass --fs HZ")
+        v = _npz_member(p, zf, members[v_name], v_name, max_samples).astype(np.float64).ravel()
+        i = _npz_member(p, zf, members[i_name], i_name, max_samples).astype(np.float64).ravel()
     return Waveform(v=v, i=i, fs_hz=fs, source=str(p))
+
+
+def _npz_member(p: Path, zf: zipfile.ZipFile, member: str, name: str, max_size: int) -> Float:
+    """One array of an .npz, its header checked before its data is read: numeric, at most
+    ``max_size`` elements, and no more bytes read than the header announces (the zip's own
+    size fields are not trusted: a small deflated member can claim or inflate to gigabytes)."""
+    try:
+        with zf.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            if dtype.hasobject or dtype.kind not in "biuf":
+                raise DataFormatError(f"{p}: array '{name}' is not numeric (dtype {dtype})")
+            count = math.prod(shape)
+            if count > max_size:
+                raise DataFormatError(
+                    f"{p}: array '{name}' has {count:,} values, more than the {max_size:,}"
+                    " read at once; cut the record into shorter ones"
+                )
+            nbytes = count * dtype.itemsize
+            data = fh.read(nbytes)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        raise DataFormatError(f"{p}: array '{name}' is not readable ({exc})") from None
+    if len(data) < nbytes:
+        raise DataFormatError(
+            f"{p}: array '{name}' is truncated ({len(data):,} of {nbytes:,} bytes)"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count)
+    out: Float = arr.reshape(shape, order="F" if fortran else "C")
+    return out
 
 
 def _read_comtrade(
-    p: Path, fs_hz: float | None, v_name: str | None, i_name: str | None
+    p: Path, fs_hz: float | None, v_name: str | None, i_name: str | None, max_samples: int
 ) -> Waveform:
-    import comtrade
-
-    rec = comtrade.Comtrade(ignore_warnings=True, use_numpy_arrays=True, use_double_precision=True)
-    try:
-        rec.load(str(p))
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"{p}: COMTRADE data file missing ({exc.filename})") from None
-    except Exception as exc:  # the reader raises many kinds on malformed files
-        raise DataFormatError(f"{p}: not a readable COMTRADE record ({exc})") from None
-    chans = rec.cfg.analog_channels
-    names = [str(ch.name).strip() for ch in chans]
-    units = [str(ch.uu).strip().lower() for ch in chans]
-
-    def pick(name: str | None, unit: str) -> int:
-        if name is not None:
-            for k, n in enumerate(names):
-                if n.lower() == name.lower():
-                    return k
-            raise NotFoundError(f"{p}: no analog channel '{name}' (has {names})")
-        for k, u in enumerate(units):
-            if u in (unit, "k" + unit, "m" + unit):
-                return k
-        raise NotFoundError(
-            f"{p}: no analog channel in {unit.upper()} (channels {names} in {units});"
-            " name one with --v-channel/--i-channel"
-        )
-
-    kv, ki = pick(v_name, "v"), pick(i_name, "a")
-    v = np.asarray(rec.analog[kv], dtype=np.float64) * _UNIT_SCALE.get(units[kv], 1.0)
-    i = np.asarray(rec.analog[ki], dtype=np.float64) * _UNIT_SCALE.get(units[ki], 1.0)
-    rates = [float(r[0]) for r in rec.cfg.sample_rates if float(r[0]) > 0]
-    if len(rates) > 1:
-        raise DataFormatError(f"{p}: {len(rates)} sampling rates in one record are not supported")
-    if rates:
-        fs = rates[0]
+    rec = read_comtrade(p, v_name, i_name, max_samples=max_samples)
+    if rec.fs_hz is not None:
+        fs = rec.fs_hz
         if fs_hz is not None and abs(fs - fs_hz) > _TIME_JITTER * fs_hz:
             raise InputError(f"{p}: --fs {fs_hz:g} Hz disagrees with the record's {fs:g} Hz")
     else:
-        fs = _fs_from_time(p, np.asarray(rec.time, dtype=np.float64), fs_hz)
-    return Waveform(v=v, i=i, fs_hz=fs, source=str(p))
+        assert rec.t_s is not None
+        fs = _fs_from_time(p, rec.t_s, fs_hz)
+    return Waveform(v=rec.v, i=rec.i, fs_hz=fs, source=str(p))
 
 
 def write_csv(wf: Waveform, path: str | Path, *, with_time: bool = True) -> None:
