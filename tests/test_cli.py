@@ -134,3 +134,31 @@ def test_pf_on_a_small_record_loads_numpy_only(tmp_path: Path) -> None:
         f"    assert main(['pf', {str(rec)!r}]) == 0"
     )
     assert "numpy" in loaded and loaded.isdisjoint(HEAVY), loaded & set(HEAVY)
+
+
+@pytest.fixture(scope="module")
+def no_current(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    p = tmp_path_factory.mktemp("cli") / "night.csv"
+    r = run("synth", str(p), "--seconds", "0.5", "--v", "1:230,5:9", "--i", "1:0")
+    assert r.returncode == 0, r.stderr
+    return p
+
+
+def test_pf_without_current_reports_an_undefined_power_factor(no_current) -> None:  # type: ignore[no-untyped-def]
+    """Finding 8: `gridlens pf` on a record without current was an internal error (exit 1).
+    It is a normal record (a load switched off): the voltage side is reported, the power
+    factor is undefined (null), and no capacitor step is switched."""
+    r = run("pf", str(no_current), "--json", "--steps-kvar", "5,10", "--demand-charge", "100")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["pf_defined"] is False and doc["displacement"] == "undefined"
+    assert {m["pf"] for m in doc["methods"].values()} == {None}
+    assert doc["thd_i"] is None and doc["thd_v"] == pytest.approx(9 / 230, rel=1e-2)
+    assert doc["ieee1459"]["v1_rms_v"] == pytest.approx(230.0, rel=1e-3)
+    assert doc["capacitor"]["switch_kvar"] == [] and "no current" in doc["capacitor"]["action"]
+    assert doc["tariff"]["adjustment_now"] is None and "amount_now" not in doc["tariff"]
+    assert "no current" in doc["note"]
+    text = run("pf", str(no_current), "--steps-kvar", "5,10")
+    assert text.returncode == 0, text.stderr
+    assert "undefined" in text.stdout and "no current" in text.stdout
+    assert text.stderr == ""

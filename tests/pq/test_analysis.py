@@ -177,3 +177,39 @@ def test_bad_parameters(bad):  # type: ignore[no-untyped-def]
 def test_sample_rate_too_low():  # type: ignore[no-untyped-def]
     with pytest.raises(ParameterError, match="fs_hz"):
         analyze(np.ones(100), np.ones(100), 500.0, f0_hz=60.0)
+
+
+def test_no_current_gives_an_undefined_power_factor_not_an_error() -> None:
+    """Finding 8: a record without current (a load switched off; a PF controller sees one
+    every night) raised ZeroDivisionError. The power factors and THD_I are undefined (NaN),
+    the voltage side is still measured, and the capacitor advice is to switch nothing."""
+    from gridlens.pq import recommend_steps
+
+    wf = synthesize([Harmonic(1, 230.0), Harmonic(5, 9.0)], [Harmonic(1, 0.0)], f_hz=50.0,
+                    fs_hz=5000.0, duration_s=1.0)  # fmt: skip
+    assert not wf.i.any()
+    rep = analyze(wf.v, wf.i, wf.fs_hz, f0_hz=50.0)
+    a = rep.aggregate
+    assert not rep.pf_defined and rep.displacement == "undefined"
+    for pf in (a.pf1, a.pf_power_triangle, a.pf_time_delay, a.thd_i):
+        assert isinstance(pf, float) and np.isnan(pf)
+    assert np.isnan(rep.windows.pf1).all()
+    assert a.v1_rms_v == pytest.approx(230.0, rel=1e-4)
+    assert a.thd_v == pytest.approx(9.0 / 230.0, rel=1e-3)
+    assert a.f_hz == pytest.approx(50.0, abs=1e-3)
+    assert a.p1_w == 0.0 and a.q1_var == 0.0
+    plan = recommend_steps(a.p1_w, a.q1_var, steps_kvar=[5.0, 10.0])
+    assert plan.switch_kvar == () and "no current" in plan.action
+
+
+def test_current_that_stops_leaves_the_aggregate_defined() -> None:
+    """A load that switches off half-way: its windows without current have no PF, the
+    record's PF is the one of the energy that flowed."""
+    wf = synthesize([Harmonic(1, 230.0)], [Harmonic(1, 10.0, 30.0)], f_hz=50.0, fs_hz=5000.0,
+                    duration_s=2.0)  # fmt: skip
+    i = wf.i.copy()
+    i[len(i) // 2 :] = 0.0
+    rep = analyze(wf.v, i, wf.fs_hz, f0_hz=50.0)
+    assert rep.pf_defined and rep.displacement == "lagging"
+    assert rep.aggregate.pf1 == pytest.approx(np.cos(np.radians(30.0)), abs=1e-3)
+    assert np.isnan(rep.windows.pf1[-1]) and np.isfinite(rep.windows.pf1[0])

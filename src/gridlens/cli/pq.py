@@ -100,13 +100,19 @@ def _cmd_pf(args: argparse.Namespace) -> int:
         "thd_v": a.thd_v,
         "thd_i": a.thd_i,
         "displacement": rep.displacement,
-        "window_pf1_min": float(rep.windows.pf1.min()),
-        "window_pf1_max": float(rep.windows.pf1.max()),
+        "pf_defined": rep.pf_defined,
+        "window_pf1_min": _nan_extreme(rep.windows.pf1, min),
+        "window_pf1_max": _nan_extreme(rep.windows.pf1, max),
         "window_f_hz_min": float(rep.windows.f_hz.min()),
         "window_f_hz_max": float(rep.windows.f_hz.max()),
         "ieee1459": {k: v for k, v in asdict(a).items() if k not in ("t_s",)},
     }
-    adj_now = pq.pf_adjustment(a.pf1, tariff) if rep.displacement == "lagging" else 0.0
+    if not rep.pf_defined:
+        doc["note"] = NO_CURRENT_NOTE
+    # a leading PF is not surcharged; with no current there is no PF to price
+    adj_now: float | None = 0.0 if rep.displacement == "leading" else None
+    if rep.displacement == "lagging":
+        adj_now = pq.pf_adjustment(a.pf1, tariff)
     tariff_doc: dict[str, Any] = {**asdict(tariff), "adjustment_now": adj_now}
     if args.steps_kvar:
         plan = pq.recommend_steps(
@@ -120,11 +126,15 @@ def _cmd_pf(args: argparse.Namespace) -> int:
         )
         doc["capacitor"] = asdict(plan)
         tariff_doc["adjustment_after"] = (
-            0.0 if plan.leading_after else pq.pf_adjustment(plan.pf_after, tariff)
+            None
+            if not rep.pf_defined
+            else 0.0
+            if plan.leading_after
+            else pq.pf_adjustment(plan.pf_after, tariff)
         )
     if args.demand_charge is not None:
         for key in ("now", "after"):
-            if f"adjustment_{key}" in tariff_doc:
+            if tariff_doc.get(f"adjustment_{key}") is not None:
                 tariff_doc[f"amount_{key}"] = tariff_doc[f"adjustment_{key}"] * args.demand_charge
     doc["tariff"] = tariff_doc
     if args.per_window:
@@ -141,6 +151,23 @@ def _cmd_pf(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+NO_CURRENT_NOTE = (
+    "no current in the record: the power factor is undefined (a load switched off, or the"
+    " wrong current channel?); voltage, THD_V and frequency are measured"
+)
+
+
+def _nan_extreme(x: Any, pick: Any) -> float | None:
+    """``pick`` (min or max) of the finite values of ``x``; None when there are none."""
+    finite = [float(v) for v in x.tolist() if v == v]
+    return pick(finite) if finite else None
+
+
+def _f(x: float | None, spec: str) -> str:
+    """``x`` formatted by ``spec``, or ``undefined`` for None/NaN."""
+    return "undefined" if x is None or x != x else format(x, spec)
+
+
 def _print_pf(doc: dict[str, Any]) -> None:
     m = doc["methods"]
     ie = doc["ieee1459"]
@@ -152,26 +179,29 @@ def _print_pf(doc: dict[str, Any]) -> None:
         " cycles"
     )
     print(f"{'method':<24}{'PF':>9}")
-    print(f"{'power triangle':<24}{m['power_triangle']['pf']:>9.4f}   P/(V*I), harmonics included")
-    print(
-        f"{'time delay (T/4)':<24}{m['time_delay']['pf']:>9.4f}   wrong if the voltage is distorted"
-    )
-    print(
-        f"{'DQ (fundamental PF1)':<24}{m['dq']['pf']:>9.4f}   {doc['displacement']};"
-        f" windows {doc['window_pf1_min']:.4f}-{doc['window_pf1_max']:.4f}"
-    )
+    pt, td, dq = (_f(m[k]["pf"], ".4f") for k in ("power_triangle", "time_delay", "dq"))
+    print(f"{'power triangle':<24}{pt:>9}   P/(V*I), harmonics included")
+    print(f"{'time delay (T/4)':<24}{td:>9}   wrong if the voltage is distorted")
+    lo, hi = _f(doc["window_pf1_min"], ".4f"), _f(doc["window_pf1_max"], ".4f")
+    windows = f"; windows {lo}-{hi}" if doc["pf_defined"] else " (no current)"
+    print(f"{'DQ (fundamental PF1)':<24}{dq:>9}   {doc['displacement']}{windows}")
     print(
         f"V1 {ie['v1_rms_v']:.2f} V   I1 {ie['i1_rms_a']:.3f} A   P1 {ie['p1_w'] / 1e3:.3f} kW"
         f"   Q1 {ie['q1_var'] / 1e3:.3f} kvar   S1 {ie['s1_va'] / 1e3:.3f} kVA"
     )
     print(
         f"V {ie['v_rms_v']:.2f} V   I {ie['i_rms_a']:.3f} A   P {ie['p_w'] / 1e3:.3f} kW"
-        f"   S_N {ie['sn_va'] / 1e3:.3f} kVA   THD_V {doc['thd_v']:.1%}   THD_I {doc['thd_i']:.1%}"
+        f"   S_N {ie['sn_va'] / 1e3:.3f} kVA   THD_V {_f(doc['thd_v'], '.1%')}"
+        f"   THD_I {_f(doc['thd_i'], '.1%')}"
     )
     t = doc["tariff"]
-    print(f"PF charge now: {t['adjustment_now']:+.2%} of the demand charge", end="")
+    if "note" in doc:
+        print(f"note: {doc['note']}")
+    print(f"PF charge now: {_f(t['adjustment_now'], '+.2%')} of the demand charge", end="")
     print(f" ({t['amount_now']:+,.0f})" if "amount_now" in t else "")
-    if "capacitor" in doc:
+    if "capacitor" in doc and not doc["pf_defined"]:
+        print(f"capacitors: {doc['capacitor']['action']}")
+    elif "capacitor" in doc:
         c = doc["capacitor"]
         steps = ", ".join(f"{s:g}" for s in c["switch_kvar"]) or "none"
         print(
@@ -181,8 +211,9 @@ def _print_pf(doc: dict[str, Any]) -> None:
         lead = "leading" if c["leading_after"] else "lagging"
         reached = "reached" if c["target_reached"] else "not reached: rest is inside the dead band"
         print(
-            f"PF1 {c['pf_before']:.4f} -> {c['pf_after']:.4f} {lead} (target {c['target_pf']:g}"
-            f" {reached}); PF charge after: {t['adjustment_after']:+.2%}",
+            f"PF1 {_f(c['pf_before'], '.4f')} -> {_f(c['pf_after'], '.4f')} {lead}"
+            f" (target {c['target_pf']:g} {reached});"
+            f" PF charge after: {_f(t['adjustment_after'], '+.2%')}",
             end="",
         )
         print(f" ({t['amount_after']:+,.0f})" if "amount_after" in t else "")

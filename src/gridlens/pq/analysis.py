@@ -116,8 +116,19 @@ class PQReport:
     cycle_f_hz: Float
 
     @property
+    def pf_defined(self) -> bool:
+        """Whether the record has a fundamental power factor: False when there is no
+        fundamental current (or voltage) at all, e.g. a load switched off or an empty current
+        channel. Its power factors (and THD_I) are then NaN; voltage, frequency and the other
+        quantities are still measured."""
+        return bool(np.isfinite(self.aggregate.pf1))
+
+    @property
     def displacement(self) -> str:
-        """``"lagging"`` (inductive, Q1 ≥ 0) or ``"leading"`` (capacitive)."""
+        """``"lagging"`` (inductive, Q1 ≥ 0), ``"leading"`` (capacitive) or ``"undefined"``
+        (no power factor: see :attr:`pf_defined`)."""
+        if not self.pf_defined:
+            return "undefined"
         return "lagging" if self.aggregate.q1_var >= 0 else "leading"
 
 
@@ -142,7 +153,23 @@ def _finish(
     p: T,
     qtd: T,
 ) -> Quantities[T]:
-    """Derive every quantity from the independent ones (shared by windows and aggregate)."""
+    """Derive every quantity from the independent ones (shared by windows and aggregate).
+
+    A ratio whose denominator is zero (a power factor or THD_I with no current, THD_V with no
+    voltage) is NaN: undefined, not an error. Scalars are computed as NumPy floats, so that
+    0/0 gives NaN as it does in the per-window arrays, and returned as Python floats.
+    """
+    if isinstance(p1, float):
+        q = _finish(
+            **{
+                k: np.asarray([x], dtype=np.float64)
+                for k, x in dict(
+                    t_s=t_s, duration_s=duration_s, f_hz=f_hz, p1=p1, q1=q1, v1=v1, i1=i1,
+                    vrms=vrms, irms=irms, vdc=vdc, idc=idc, p=p, qtd=qtd,
+                ).items()
+            }
+        )  # fmt: skip
+        return Quantities(**{f.name: float(getattr(q, f.name)[0]) for f in fields(Quantities)})
     with np.errstate(invalid="ignore", divide="ignore"):
         s1 = v1 * i1
         s = vrms * irms
@@ -229,6 +256,10 @@ def analyze(
     Returns
     -------
     PQReport
+        With no current at all (a switched-off load, an empty channel) the power factors and
+        THD_I are NaN, ``displacement`` is ``"undefined"`` and ``pf_defined`` is False: a power
+        factor needs current, but the voltage, its distortion and the frequency are still
+        measured. A window without current has NaN power factors of its own.
 
     Raises
     ------

@@ -200,6 +200,8 @@ def recommend_steps(
             target_reached=leading or pf_after >= target_pf - 1e-12,
         )
 
+    if not np.hypot(p1_w, q1_var) > 0:
+        return plan((), "none: no current, the power factor is undefined")
     if q1_var < -threshold:
         return plan((), "none: already leading (switch capacitors off)")
     if need < threshold:

@@ -12,6 +12,10 @@ from gridlens.pq.synth import Waveform
 __all__ = ["plot_report"]
 
 
+def _fmt(x: float, spec: str) -> str:
+    return format(x, spec) if np.isfinite(x) else "undefined"
+
+
 def plot_report(wf: Waveform, report: PQReport, path: str | Path) -> None:
     """Save a three-panel PNG: first cycles of v and i, PF per window (three methods),
     frequency per window."""
@@ -31,16 +35,24 @@ def plot_report(wf: Waveform, report: PQReport, path: str | Path) -> None:
     ax_i.set_ylabel("current [A]", color="tab:red")
     a = report.aggregate
     ax_w.set_title(
-        f"{wf.source}: f = {a.f_hz:.3f} Hz, THD_V = {a.thd_v:.1%}, THD_I = {a.thd_i:.1%}"
+        f"{wf.source}: f = {a.f_hz:.3f} Hz, THD_V = {_fmt(a.thd_v, '.1%')},"
+        f" THD_I = {_fmt(a.thd_i, '.1%')}"
     )
 
     w = report.windows
     t = w.t_s + w.duration_s / 2
-    ax_pf.plot(t, w.pf1, "o-", ms=3, label=f"DQ (fundamental): {a.pf1:.4f}")
-    ax_pf.plot(t, w.pf_time_delay, "s-", ms=3, label=f"time delay: {a.pf_time_delay:.4f}")
+    ax_pf.plot(t, w.pf1, "o-", ms=3, label=f"DQ (fundamental): {_fmt(a.pf1, '.4f')}")
+    ax_pf.plot(t, w.pf_time_delay, "s-", ms=3, label=f"time delay: {_fmt(a.pf_time_delay, '.4f')}")
     ax_pf.plot(
-        t, w.pf_power_triangle, "^-", ms=3, label=f"power triangle: {a.pf_power_triangle:.4f}"
+        t,
+        w.pf_power_triangle,
+        "^-",
+        ms=3,
+        label=f"power triangle: {_fmt(a.pf_power_triangle, '.4f')}",
     )
+    if not report.pf_defined:
+        ax_pf.text(0.5, 0.5, "power factor undefined: no current", transform=ax_pf.transAxes,
+                   ha="center", va="center")  # fmt: skip
     ax_pf.set_ylabel("power factor")
     ax_pf.set_xlabel("time [s]")
     ax_pf.legend(loc="best")
