@@ -186,7 +186,7 @@ def test_fractional_values_get_the_shortest_multiplier() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "word"),
     [
-        ({"intervals": []}, "intervals"),
+        ({"intervals": [1.0]}, "intervals"),
         ({"unit": "kWh"}, "unit"),
         ({"tz_offset_s": 99999}, "tz_offset_s"),
         ({"usage_point_id": "a/b"}, "usage_point_id"),
@@ -197,6 +197,31 @@ def test_write_rejects_bad_arguments(kwargs: dict[str, object], word: str) -> No
     args: dict[str, object] = {"intervals": [Interval(utc(2024, 1, 1), 60, 1.0)], **kwargs}
     with pytest.raises(ParameterError, match=word):
         write_greenbutton(**args)  # type: ignore[arg-type]
+
+
+def test_too_few_readings_to_export_is_said_in_the_users_words() -> None:
+    """Finding 12 (issue 19): exporting a meter whose readings span no whole interval said
+    "The 'intervals' parameter of write_greenbutton must be a non-empty sequence", naming
+    an internal parameter. The export path (counter_to_intervals -> write_greenbutton) now
+    says what is missing in the user's terms, as an InputError (HTTP 4xx, CLI exit 2)."""
+    from gridlens.errors import InputError, InsufficientDataError
+
+    for times, values in (
+        ([], []),
+        ([utc(2024, 1, 1, 10, 5)], [1.0]),
+        ([utc(2024, 1, 1, 10, 5), utc(2024, 1, 1, 10, 55)], [1.0, 1.2]),  # no whole hour
+    ):
+        intervals = counter_to_intervals(times, values, 3600)
+        with pytest.raises(InsufficientDataError) as err:
+            write_greenbutton(intervals, title="kitchen")
+        msg = str(err.value)
+        assert isinstance(err.value, InputError)
+        assert "'intervals'" not in msg and "write_greenbutton" not in msg, msg
+        assert "parameter" not in msg and "Interval" not in msg
+        assert "no complete interval" in msg and "readings" in msg
+    with pytest.raises(InsufficientDataError) as err:
+        intervals_to_counter([])
+    assert "intervals_to_counter" not in str(err.value) and "parameter" not in str(err.value)
 
 
 def test_write_rejects_overlaps_and_subsecond_starts() -> None:

@@ -43,7 +43,13 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from gridlens.errors import DataFormatError, NotFoundError, ParameterError, check_param
+from gridlens.errors import (
+    DataFormatError,
+    InsufficientDataError,
+    NotFoundError,
+    ParameterError,
+    check_param,
+)
 
 __all__ = [
     "UOM_UNITS",
@@ -549,16 +555,19 @@ def _entry(
     lines.append(f"{ind}</entry>")
 
 
-def _check_intervals(intervals: Sequence[Interval], owner: str) -> list[Interval]:
+def _check_intervals(intervals: Sequence[Interval], owner: str, empty: str) -> list[Interval]:
+    """Sorted ``intervals`` after checking their type and overlaps; ``empty`` is the message
+    for no intervals at all, in the words of the person who has none (a user exporting a
+    meter with too few readings, or importing a file without data), not of this API."""
     check_param(
-        isinstance(intervals, Sequence)
-        and len(intervals) > 0
-        and all(isinstance(iv, Interval) for iv in intervals),
+        isinstance(intervals, Sequence) and all(isinstance(iv, Interval) for iv in intervals),
         "intervals",
         owner,
-        "a non-empty sequence of Interval",
+        "a sequence of Interval",
         type(intervals).__name__,
     )
+    if not intervals:
+        raise InsufficientDataError(empty)
     ordered = sorted(intervals, key=lambda iv: iv.start)
     for prev, iv in itertools.pairwise(ordered):
         if iv.start < prev.end:
@@ -608,11 +617,19 @@ def write_greenbutton(
 
     Raises
     ------
+    InsufficientDataError
+        If there are no intervals (readings too few or too close to span one).
     ParameterError
         If an argument is out of range or the intervals overlap or do not fit ESPI.
     """
     owner = "write_greenbutton"
-    ordered = _check_intervals(intervals, owner)
+    ordered = _check_intervals(
+        intervals,
+        owner,
+        "There is no complete interval of consumption to export yet: Green Button data needs"
+        " meter readings on both sides of at least one whole interval (for hourly data, one"
+        " reading at or before the start of an hour and one at or after its end).",
+    )
     check_param(
         isinstance(title, str) and not _XML_BAD_CHARS.search(title),
         "title",
@@ -913,12 +930,16 @@ def intervals_to_counter(
 
     Raises
     ------
+    InsufficientDataError
+        If there are no intervals.
     ParameterError
-        If the intervals are empty, overlap or leave a gap (the counter after a gap is
-        unknown; split the intervals there), or ``start_kwh`` is not finite.
+        If the intervals overlap or leave a gap (the counter after a gap is unknown; split the
+        intervals there), or ``start_kwh`` is not finite.
     """
     owner = "intervals_to_counter"
-    ordered = _check_intervals(intervals, owner)
+    ordered = _check_intervals(
+        intervals, owner, "The Green Button data holds no energy intervals to add to the counter."
+    )
     check_param(
         isinstance(start_kwh, int | float) and math.isfinite(start_kwh),
         "start_kwh",
