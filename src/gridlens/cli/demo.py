@@ -76,39 +76,52 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         request_log=True,
     )  # fmt: skip
 
-    def _terminate(_sig: int, _frame: Any) -> None:
+    stopping = False
+
+    def _stop(_sig: int, _frame: Any) -> None:
+        # SIGTERM (kill, make's Ctrl-C) and SIGINT (Ctrl-C) stop the whole demo. The Simulator
+        # turns a KeyboardInterrupt into "interrupted" and returns, so the flag, not the
+        # exception, decides that the demo ends; a second signal while stopping is ignored.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _terminate)  # stop the server child on `kill` too
-    srv.start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
     url = f"http://127.0.0.1:{args.port}"
-    print(
-        f"\ngridlens demo: dashboard {url}/  (user {creds['user']}, password "
-        f"{creds['password']})\n  API docs {url}/docs   API token in {creds_file}\n"
-        f"  database {db}   server log {folder / 'server.log'}"
-        + (f"\n  MQTT: publishing to {mqtt} (topics gridlens/#, Home Assistant discovery)"
-           if mqtt else "")
-        + "\n",
-        file=sys.stderr,
-    )  # fmt: skip
     state = folder / "simulator.json"
     n_fact = 1 if args.devices >= 3 else 0
     try:
-        if not seeded:
+        srv.start()
+        print(
+            f"\ngridlens demo: dashboard {url}/  (user {creds['user']}, password "
+            f"{creds['password']})\n  API docs {url}/docs   API token in {creds_file}\n"
+            f"  database {db}   server log {folder / 'server.log'}"
+            + (f"\n  MQTT: publishing to {mqtt} (topics gridlens/#, Home Assistant discovery)"
+               if mqtt else "")
+            + "\n",
+            file=sys.stderr,
+        )  # fmt: skip
+        if not seeded and not stopping:
             print(f"seeding {args.backfill} of photos from {args.devices} meters", file=sys.stderr)
             Simulator(
                 url, creds["token"], args.devices, interval_s=600.0, speedup=0,
                 start=datetime.now(UTC) - timedelta(seconds=backfill_s), state_file=state,
                 n_factories=n_fact, name_prefix="meter",
             ).run()  # fmt: skip
-        print(f"meters upload every {args.interval_s:.0f} s; Ctrl-C stops", file=sys.stderr)
-        Simulator(
-            url, creds["token"], args.devices, interval_s=args.interval_s, speedup=1.0,
-            state_file=state, n_factories=n_fact, name_prefix="meter", progress=False,
-        ).run()  # fmt: skip
+        if not stopping:
+            print(f"meters upload every {args.interval_s:.0f} s; Ctrl-C stops", file=sys.stderr)
+            Simulator(
+                url, creds["token"], args.devices, interval_s=args.interval_s, speedup=1.0,
+                state_file=state, n_factories=n_fact, name_prefix="meter", progress=False,
+            ).run()  # fmt: skip
     except KeyboardInterrupt:
         pass
     finally:
+        stopping = True  # from here on, signals change nothing: the server is being stopped
         srv.stop()
         time.sleep(0.1)
+    print("gridlens demo: stopped", file=sys.stderr)
     return 0

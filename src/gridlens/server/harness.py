@@ -2,10 +2,18 @@
 
 >>> with ServerProcess("sqlite:///t.db", "data") as srv:   # doctest: +SKIP
 ...     srv.get("/healthz")
+
+The server runs in a session of its own, so that :meth:`ServerProcess.stop` and
+:meth:`ServerProcess.kill` reach its uvicorn workers as a process group. It would therefore
+outlive a parent killed hard (``kill -9`` of ``gridlens demo``), keeping the port: on Linux
+the child asks the kernel for SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and
+shuts its workers down as on ``stop()``. The kernel sends it when the *thread* that started
+the server ends, so start servers from a thread that lives as long as they should.
 """
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
 import os
@@ -14,9 +22,30 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when ``parent`` dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -63,7 +92,13 @@ class ServerProcess:
         if not self.request_log:
             cmd.append("--no-request-log")
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=out, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),  # prctl only: safe between fork and exec
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
