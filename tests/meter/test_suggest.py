@@ -91,6 +91,21 @@ def test_camera_photos_read_right() -> None:
     assert right >= 3
 
 
+@pytest.mark.parametrize(
+    ("reading", "n_digits", "decimals", "layout_seed", "seed"),
+    [(1384773.653, 7, 0, 119, 1004), (56615.4273, 5, 0, 810, 1099), (920.6617, 6, 3, 408, 1033)],
+)
+def test_a_last_wheel_caught_mid_roll_is_kept(
+    reading: float, n_digits: int, decimals: int, layout_seed: int, seed: int
+) -> None:
+    # the last wheel shows two half digits, which are no digit-like shapes; it was dropped
+    m = render_meter(
+        reading, n_digits=n_digits, decimals=decimals, layout_seed=layout_seed, seed=seed
+    )
+    sug = suggest_roi(m.image)
+    assert len(sug.digits) == n_digits
+
+
 def test_roi_dict_is_a_valid_roi_file() -> None:
     img, _ = render_reference(6, 1)
     d = suggest_roi(img).to_roi_dict()

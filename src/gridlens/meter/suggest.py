@@ -63,6 +63,9 @@ BOX_HEIGHTS = (1.45, 1.6, 1.75)
 #: digit-like shape is there, and when none is (a wheel caught mid-roll shows half glyphs).
 EXTEND_CONFIDENCE = 0.6
 SURE_CONFIDENCE = 0.9
+#: ... and when the window there holds a whole or rolling digit of the row's size and
+#: polarity (:func:`_rolling`; the model is less sure of a wheel caught mid-roll).
+ROLLING_CONFIDENCE = 0.4
 #: Model confidence below which the first or last wheel of a row is dropped.
 END_CONFIDENCE = 0.85
 
@@ -171,6 +174,8 @@ class _Row:
     slope: float  # dy/dx of the row line
     yc: float  # row centre y at x = x0
     intruders: int = 0  # same-size shapes between lattice positions
+    gw: float = 0.0  # glyph width, upper quartile (a "1" is narrow) [px]
+    n_fit: int = 0  # glyphs the lattice was fitted on
     conf: list[float] = field(default_factory=list)
     score: float = 0.0
 
@@ -428,6 +433,7 @@ def _fit_lattice(members: Sequence[_Glyph], dark: bool) -> _Row | None:
         slope = float(np.clip(np.polyfit(gx, gy, 1)[0], -0.2, 0.2))
     yc = float(np.median(gy - slope * (gx - x0)))
     h_row = float(np.median([g.h for g in sel_g]))
+    gw = float(np.percentile([g.w for g in sel_g], 75))
     k0 = run[0]
     return _Row(
         dark=dark,
@@ -438,6 +444,8 @@ def _fit_lattice(members: Sequence[_Glyph], dark: bool) -> _Row | None:
         slope=slope,
         yc=yc + slope * k0 * pitch,
         intruders=intruders,
+        gw=gw,
+        n_fit=len(sel_g),
     )
 
 
@@ -526,6 +534,58 @@ def _ink_centred(gray: U8, box: tuple[int, int, int, int], dark: bool) -> bool:
     return bool(abs(centroid - (rows.size - 1) / 2.0) < 0.12 * rows.size)
 
 
+def _rolling(gray: U8, row: _Row, k: int) -> bool:
+    """Whether the window at position ``k`` shows a wheel: a whole glyph, or one caught mid-roll.
+
+    The crop is thresholded on its own, so a wheel in a window of another colour (red
+    decimals) is found where the whole-photo threshold of :func:`_find_glyphs` missed it.
+    A wheel caught mid-roll holds two partial glyphs of the row's polarity, one above the other and
+    both centred on the position: the bottom of one digit leaving at the top and the top of
+    the next entering at the bottom. Neither is a digit-like shape of full height, so
+    :func:`_has_glyph` misses them, and a unit sign, a dial or the meter face beside the
+    counter does not look like this.
+    """
+    cx, cy = row.center(k)
+    h, w = 1.8 * row.h, min(row.pitch, 1.5 * row.h)
+    x0, y0 = round(cx - w / 2.0), round(cy - h / 2.0)
+    x1, y1 = x0 + max(4, round(w)), y0 + max(4, round(h))
+    if x0 < 0 or y0 < 0 or x1 > gray.shape[1] or y1 > gray.shape[0]:
+        return False
+    crop = gray[y0:y1, x0:x1]
+    mode = cv2.THRESH_BINARY_INV if row.dark else cv2.THRESH_BINARY
+    _, ink = cv2.threshold(crop, 0, 1, mode | cv2.THRESH_OTSU)
+    ccx, ccy = cx - x0, cy - y0
+    tops: list[tuple[float, float, float]] = []  # (centre x, width, height)
+    bottoms: list[tuple[float, float, float]] = []
+    for x, y, cw, ch, area in _components(np.asarray(ink, np.uint8)):
+        if not (0.2 * row.h <= cw <= 1.0 * row.h and 0.12 * row.h <= ch <= 1.3 * row.h):
+            continue
+        fill = area / (cw * ch)
+        if abs(x + cw / 2.0 - ccx) > 0.25 * row.pitch or not 0.12 <= fill <= 0.95:
+            continue  # (a cut glyph can be a solid bar: the foot of a "1" or a "2")
+        if x == 0 or x + cw >= ink.shape[1]:
+            continue  # cut by the crop's side: wider than a digit (a unit sign, a frame)
+        mid = y + ch / 2.0
+        whole = ch >= 0.75 * row.h and -0.4 * row.h < mid - ccy < 0.12 * row.h and fill <= 0.85
+        if whole and cw <= 1.5 * row.gw:
+            # a whole digit, centred or moved up by the roll; a unit sign sits low on the
+            # baseline of the digits
+            return True
+        if cw > 1.5 * row.gw:
+            continue
+        if mid < ccy - 0.15 * row.h:
+            tops.append((x + cw / 2.0, float(cw), float(ch)))
+        elif mid > ccy + 0.15 * row.h:
+            bottoms.append((x + cw / 2.0, float(cw), float(ch)))
+    # the two halves are stacked: one above the other, not side by side (a unit "m" with a
+    # superscript "3" beside it)
+    return any(
+        abs(tx - bx) < 0.3 * row.gw and 0.6 * row.h <= th + bh <= 1.3 * row.h
+        for tx, _, th in tops
+        for bx, _, bh in bottoms
+    )
+
+
 def _has_glyph(row: _Row, k: int, glyphs: Sequence[_Glyph]) -> bool:
     """Whether a digit-like shape of the row's polarity and size sits at position ``k``."""
     cx, cy = row.center(k)
@@ -544,26 +604,31 @@ def _score_rows(
     """Extend each row by confident positions beyond its ends; score; best first.
 
     A position beyond the detected wheels joins when the model reads it with confidence and
-    a digit-like shape of the row's size is there, or when the model is nearly certain:
-    the model reads almost anything (a unit sign, a frame edge) as some digit.
+    either a digit-like shape of the row's size is there, or the box looks like the
+    neighbouring wheel's window (a wheel caught mid-roll shows two half glyphs, which are no
+    digit-like shapes), or the model is nearly certain and the ink is centred. The model
+    reads almost anything (a unit sign, a frame edge) as some digit, so confidence alone is
+    not enough.
     """
-    ext = 2
     boxes: list[tuple[int, int, int, int]] = []
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, int]] = []
     for r in rows:
         start = len(boxes)
+        ext = max(2, MAX_WHEELS - (r.k[-1] + 1))
         for k in range(-ext, r.k[-1] + 1 + ext):
             boxes.append(_row_box(r, k, 1.6, 1.05, 0.0))
-        spans.append((start, len(boxes)))
+        spans.append((start, len(boxes), ext))
     conf, _ = _confidences(gray, boxes, reader)
     h_max = max(r.h for r in rows)
-    for r, (a, b) in zip(rows, spans, strict=True):
+    for r, (a, b, ext) in zip(rows, spans, strict=True):
         c = conf[a:b]
         n = r.k[-1] + 1
         ks = list(range(n))
         cs = list(c[ext : ext + n])
 
-        def joins(j: int, r: _Row = r, c: F64 = c, a: int = a) -> bool:
+        def joins(j: int, r: _Row = r, c: F64 = c, a: int = a, ext: int = ext) -> bool:
+            if c[j] >= ROLLING_CONFIDENCE and _rolling(gray, r, j - ext):
+                return True
             if c[j] < EXTEND_CONFIDENCE:
                 return False
             if _has_glyph(r, j - ext, glyphs):
@@ -571,20 +636,20 @@ def _score_rows(
             return bool(c[j] >= SURE_CONFIDENCE and _ink_centred(gray, boxes[a + j], r.dark))
 
         for j in range(ext - 1, -1, -1):  # extend left
-            if not joins(j) or len(ks) >= MAX_WHEELS:
+            if len(ks) >= MAX_WHEELS or not joins(j):
                 break
             ks.insert(0, j - ext)
             cs.insert(0, float(c[j]))
         for j in range(ext + n, b - a):  # extend right
-            if not joins(j) or len(ks) >= MAX_WHEELS:
+            if len(ks) >= MAX_WHEELS or not joins(j):
                 break
             ks.append(j - ext)
             cs.append(float(c[j]))
         # an end position the model barely reads is a unit sign or a label, not a wheel
-        while len(ks) > MIN_WHEELS and cs[-1] < END_CONFIDENCE:
+        while len(ks) > MIN_WHEELS and cs[-1] < END_CONFIDENCE and not _rolling(gray, r, ks[-1]):
             ks.pop()
             cs.pop()
-        while len(ks) > MIN_WHEELS and cs[0] < END_CONFIDENCE:
+        while len(ks) > MIN_WHEELS and cs[0] < END_CONFIDENCE and not _rolling(gray, r, ks[0]):
             ks.pop(0)
             cs.pop(0)
         shift = ks[0]
@@ -602,6 +667,9 @@ def _score_rows(
             * _spacing_weight(r.pitch / r.h)
             * (r.h / h_max)
             * max(0.0, 1.0 - r.intruders / len(ks))
+            # of two lattices over the same wheels, trust the one fitted on more glyphs:
+            # a few glyphs of a rolling counter give a poor line
+            * (0.9 + 0.1 * min(1.0, r.n_fit / len(ks)))
         )
     return sorted(rows, key=lambda r: -r.score)
 
