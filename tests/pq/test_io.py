@@ -330,3 +330,26 @@ def test_every_reader_caps_the_samples(tmp_path, comtrade_writer):  # type: igno
         assert len(read_waveform(path, max_samples=100).v) == 100
         with pytest.raises(DataFormatError, match="99"):
             read_waveform(path, max_samples=99)
+
+
+def test_npz_with_zip_features_python_cannot_read_is_a_format_error(tmp_path):  # type: ignore[no-untyped-def]
+    """Found by benchmarks/fuzz.py: a member flagged as compressed patched data made zipfile
+    raise NotImplementedError (an internal error, exit 1). Encryption and broken deflate
+    streams are the same kind of problem: a file we cannot read."""
+    for flags, match in ((0x20, "patched"), (0x01, "encrypted|password")):
+        p = tmp_path / f"f{flags}.npz"
+        np.savez(p, v=WF.v, i=WF.i, fs=WF.fs_hz)
+        raw = bytearray(p.read_bytes())
+        central = raw.index(b"PK\x01\x02")  # the first member's central directory entry
+        raw[central + 8] |= flags  # its general purpose flags
+        p.write_bytes(bytes(raw))
+        with pytest.raises(DataFormatError, match=match):
+            read_waveform(p)
+    p = tmp_path / "deflate.npz"
+    np.savez_compressed(p, v=WF.v, i=WF.i, fs=WF.fs_hz)
+    raw = bytearray(p.read_bytes())
+    start = raw.index(b"v.npy") + 60
+    raw[start : start + 40] = bytes(range(200, 240))  # garbage in v's deflate stream
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataFormatError):
+        read_waveform(p)

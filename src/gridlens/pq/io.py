@@ -14,9 +14,11 @@ reader trusts a size written in the file: see :func:`read_waveform`.
 
 from __future__ import annotations
 
+import lzma
 import math
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,12 @@ MAX_SAMPLES = 30_000_000
 for v and i together)."""
 
 Float = NDArray[np.float64]
+# what zipfile and its decompressors raise on a damaged or unusual archive: unsupported
+# features (NotImplementedError), encryption (RuntimeError), bad deflate/bz2/lzma streams
+_ZIP_ERRORS = (
+    OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
+    zlib.error, lzma.LZMAError,
+)  # fmt: skip
 _TIME_JITTER = 0.01  # allowed relative deviation of a time step from the median step
 
 
@@ -167,7 +175,7 @@ def _read_csv(p: Path, fs_hz: float | None, v_name: str, i_name: str, max_sample
 def _read_npz(p: Path, fs_hz: float | None, v_name: str, i_name: str, max_samples: int) -> Waveform:
     try:
         zf = zipfile.ZipFile(p)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except _ZIP_ERRORS as exc:
         raise DataFormatError(f"{p}: not a readable .npz file ({exc})") from None
     with zf:
         members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
@@ -214,9 +222,9 @@ def _npz_member(p: Path, zf: zipfile.ZipFile, member: str, name: str, max_size: 
                 )
             nbytes = count * dtype.itemsize
             data = fh.read(nbytes)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, DataFormatError):
-            raise
+    except DataFormatError:
+        raise
+    except _ZIP_ERRORS as exc:
         raise DataFormatError(f"{p}: array '{name}' is not readable ({exc})") from None
     if len(data) < nbytes:
         raise DataFormatError(
