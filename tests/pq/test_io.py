@@ -353,3 +353,31 @@ def test_npz_with_zip_features_python_cannot_read_is_a_format_error(tmp_path):  
     p.write_bytes(bytes(raw))
     with pytest.raises(DataFormatError):
         read_waveform(p)
+
+
+def test_npz_member_that_inflates_a_thousand_fold_is_refused_unread(tmp_path):  # type: ignore[no-untyped-def]
+    """A deflated run of zeros announcing 80 MB per array in a ~80 kB upload would make a
+    small request cost 160 MB plus the analysis: members that large must not inflate more
+    than 100-fold (sampled data compresses a few-fold at most)."""
+    import tracemalloc
+    import zipfile
+
+    p = tmp_path / "zeros.npz"
+    n = 10_000_000
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in ("v", "i"):
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                fh.write(_npy_header((n,)))
+                for _ in range(n * 8 // 2**20):
+                    fh.write(bytes(2**20))
+                fh.write(bytes(n * 8 % 2**20))
+        zf.writestr("fs.npy", _npy_header(()) + np.float64(5000.0).tobytes())
+    assert p.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFormatError, match="inflate"):
+            read_waveform(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 2**20

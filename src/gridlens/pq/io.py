@@ -35,6 +35,10 @@ MAX_SAMPLES = 30_000_000
 for v and i together)."""
 
 Float = NDArray[np.float64]
+# an .npz member may inflate this much (sampled data compresses a few-fold at most; a deflated
+# run of zeros 1000-fold), unless it is this small
+_MAX_INFLATION = 100
+_INFLATION_FREE_BYTES = 64 << 20
 # what zipfile and its decompressors raise on a damaged or unusual archive: unsupported
 # features (NotImplementedError), encryption (RuntimeError), bad deflate/bz2/lzma streams
 _ZIP_ERRORS = (
@@ -221,6 +225,13 @@ def _npz_member(p: Path, zf: zipfile.ZipFile, member: str, name: str, max_size: 
                     " read at once; cut the record into shorter ones"
                 )
             nbytes = count * dtype.itemsize
+            info = zf.getinfo(member)
+            if nbytes > _INFLATION_FREE_BYTES and nbytes > _MAX_INFLATION * info.compress_size:
+                raise DataFormatError(
+                    f"{p}: array '{name}' would inflate from {info.compress_size:,} to"
+                    f" {nbytes:,} bytes, more than {_MAX_INFLATION}-fold: not plausible sampled"
+                    " data (save records with numpy.savez, uncompressed)"
+                )
             data = fh.read(nbytes)
     except DataFormatError:
         raise
