@@ -53,6 +53,26 @@ def measure(cmd: list[str], repeats: int) -> tuple[float, float]:
     return statistics.median(t for t, _ in runs), max(m for _, m in runs)
 
 
+def write_comtrade(stem: Path, *, seconds: float, fs_hz: float) -> str:
+    """A small ASCII COMTRADE 1999 record (.cfg + .dat): 230 V, 10 A at 60 Hz, PF 0.87."""
+    import math
+
+    n = round(seconds * fs_hz)
+    cfg = (
+        "bench,rec,1999\n2,2A,0D\n1,VA,A,,V,0.01,0,0,-99999,99999,1,1,P\n"
+        "2,IA,A,,A,0.001,0,0,-99999,99999,1,1,P\n60\n1\n"
+        f"{fs_hz:g},{n}\n01/01/2024,00:00:00.000000\n01/01/2024,00:00:00.000000\nASCII\n1\n"
+    )
+    rows = []
+    for k in range(n):
+        w = 2 * math.pi * 60.0 * k / fs_hz
+        v, i = 325.0 * math.sin(w), 14.1 * math.sin(w - 0.5)
+        rows.append(f"{k + 1},{round(k * 1e6 / fs_hz)},{round(v / 0.01)},{round(i / 0.001)}\n")
+    stem.with_suffix(".cfg").write_text(cfg)
+    stem.with_suffix(".dat").write_text("".join(rows))
+    return str(stem.with_suffix(".cfg"))
+
+
 def subcommands() -> list[list[str]]:
     """Every subcommand path, nested ones included (``meter train``, ``device add`` ...)."""
     from gridlens.cli import build_parser
@@ -82,10 +102,12 @@ def main() -> int:
         subprocess.run(
             [*gl, "synth", small_csv, "--seconds", "0.2"], check=True, capture_output=True
         )
+        small_cfg = write_comtrade(Path(tmp) / "small", seconds=0.2, fs_hz=10_000.0)
         cases: list[tuple[str, list[str]]] = [
             ("gridlens --help", [*gl, "--help"]),
             ("gridlens pf small.npz (0.2 s at 10 kHz)", [*gl, "pf", small]),
             ("gridlens pf small.csv (0.2 s at 10 kHz)", [*gl, "pf", small_csv]),
+            ("gridlens pf small.cfg (COMTRADE, 0.2 s at 10 kHz)", [*gl, "pf", small_cfg]),
             ("gridlens pf --paper", [*gl, "pf", "--paper"]),
         ]
         cases += [(f"gridlens {' '.join(p)} --help", [*gl, *p, "--help"]) for p in subcommands()]
