@@ -167,3 +167,37 @@ def test_unreadable_wheel_is_rejected_and_limits_are_checked() -> None:
         Limits(max_rate_per_h=-1.0)
     with pytest.raises(ParameterError):
         Limits(resync_after=1)
+
+
+def test_a_late_photo_must_fit_below_the_later_reading() -> None:
+    # a device kept a photo while offline; a photo taken 10 min after it was accepted first
+    limits = Limits(max_rate_per_h=10.0)
+    before, later = (-600.0, 1234.5), (600.0, 1235.5)
+    hist = History(accepted=(before,), later=later)
+    fv, conf = _frame(1235.0)  # between its neighbours: fine
+    d = judge(fv, conf, now=0.0, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "ok" and d.value == pytest.approx(1235.0)
+    fv, conf = _frame(1235.9)  # above the later reading: a misread digit
+    d = judge(fv, conf, now=0.0, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "rejected" and "above 1235.5, accepted for a photo taken 10 min later" in (
+        d.reason or ""
+    )
+    # no earlier reading at all: still judged against the later one, rate included
+    only_later = History(later=(600.0, 1240.0))
+    fv, conf = _frame(1230.0)  # 10 kWh in 10 min
+    d = judge(fv, conf, now=0.0, history=only_later, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "rejected" and "above the limit 10/h" in (d.reason or "")
+    fv, conf = _frame(1239.0)
+    d = judge(fv, conf, now=0.0, history=only_later, limits=limits, decimals=1)  # type: ignore[arg-type]
+    assert d.status == "ok" and d.value == pytest.approx(1239.0)
+
+
+def test_late_photos_never_resynchronise() -> None:
+    # three consistent late photos far above the accepted history do not replace it
+    limits = Limits(max_rate_per_h=10.0, resync_after=3)
+    hist = History(accepted=((-600.0, 100.0),), later=(6000.0, 100.5))
+    for k in range(4):
+        fv, conf = _frame(500.0 + 0.1 * k)
+        d = judge(fv, conf, now=60.0 * k, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
+        assert d.status == "rejected" and not d.resynced
+        hist = hist.record(60.0 * k, d)

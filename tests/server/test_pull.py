@@ -265,7 +265,7 @@ def test_failures_are_counted_per_device(
     """401, timeout, not a JPEG, 404, too large and a refused connection: each counted on its
     device (consecutive and total, last error and time); a fix starts the count again."""
     store = Store.open(db_url)
-    settings = _settings(db_url, tmp_path, pull_timeout_s=0.5, pull_concurrency=8)
+    settings = _settings(db_url, tmp_path, pull_timeout_s=2.0, pull_concurrency=8)
     roi = camera.layout.roi
     ref = camera.layout.reference_jpeg
     closed = f"http://127.0.0.1:{free_port()}/capture"
@@ -544,20 +544,21 @@ def test_pulled_readings_are_published_over_mqtt(tmp_path: Path, camera: Camera)
     listener = Listener(f"{prefix}/#")
     try:
         with TestClient(create_app(settings, store)):
-            store.add_device(
+            dev, _ = store.add_device(
                 "porch",
                 camera.layout.roi,
                 reference_jpeg=camera.layout.reference_jpeg,
                 pull=PullChange(f"{camera.url}/capture", 5),
             )
-            [value] = listener.wait(f"{prefix}/porch/value", 1, timeout=20)
+            base = f"{prefix}/{dev.id}-porch"  # topics are keyed by the device id
+            [value] = listener.wait(f"{base}/value", 1, timeout=20)
             assert float(value) == pytest.approx(camera.value(0), abs=0.15)
-            assert json.loads(listener.wait(f"{prefix}/porch/json")[-1])["status"] == "ok"
+            assert json.loads(listener.wait(f"{base}/json")[-1])["status"] == "ok"
         for leaf in ("value", "raw", "error", "rate", "json", "timestamp", "connection"):
-            listener.client.publish(f"{prefix}/porch/{leaf}", b"", retain=True)
+            listener.client.publish(f"{base}/{leaf}", b"", retain=True)
         for obj in ("value", "rate", "error"):
             listener.client.publish(
-                f"homeassistant/sensor/gridlens_porch/{obj}/config", b"", retain=True
+                f"homeassistant/sensor/{prefix}_{dev.id}/{obj}/config", b"", retain=True
             )
     finally:
         listener.close()

@@ -68,6 +68,9 @@ class History:
 
     accepted: tuple[tuple[float, float], ...] = ()  # (time_s, value)
     pending: tuple[tuple[float, float], ...] = ()  # rejected frames' values since then
+    #: the first accepted (time_s, value) after the photo, for a photo that arrives late (a
+    #: device that kept it while offline): the photo must fit between its neighbours
+    later: tuple[float, float] | None = None
 
     @classmethod
     def single(cls, previous: float, *, elapsed_s: float | None = None) -> History:
@@ -133,7 +136,10 @@ def _ago(seconds: float) -> str:
 def _problem(
     value: float, now: float, history: History, limits: Limits, decimals: int
 ) -> str | None:
-    """Why ``value`` cannot follow the history (None if it can)."""
+    """Why ``value`` cannot follow the history, or precede a later reading (None if it can)."""
+    late = _late_problem(value, now, history.later, limits, decimals)
+    if late is not None:
+        return late
     last = history.last
     if last is None:
         return None
@@ -151,6 +157,29 @@ def _problem(
             f"accepted {_fmt(v1, decimals)} ({_ago(now - t1)} ago), above the limit "
             f"{limits.max_rate_per_h:g}/h: probably a misread digit; if the meter really "
             f"moved on, gridlens re-synchronises after {limits.resync_after} consistent readings"
+        )
+    return None
+
+
+def _late_problem(
+    value: float, now: float, later: tuple[float, float] | None, limits: Limits, decimals: int
+) -> str | None:
+    """Why ``value``, captured at ``now``, cannot come before the later accepted reading."""
+    if later is None:
+        return None
+    t2, v2 = later
+    if value > v2 + 1e-9:
+        return (
+            f"reading {_fmt(value, decimals)} is above {_fmt(v2, decimals)}, accepted for a "
+            f"photo taken {_ago(t2 - now)} later, and a meter only counts up: probably a "
+            "misread digit in this late photo"
+        )
+    rate = _rate(value, now, v2, t2)
+    if limits.max_rate_per_h is not None and rate is not None and rate > limits.max_rate_per_h:
+        return (
+            f"reading {_fmt(value, decimals)} would mean {rate:.3g} units/h up to "
+            f"{_fmt(v2, decimals)}, accepted for a photo taken {_ago(t2 - now)} later, above "
+            f"the limit {limits.max_rate_per_h:g}/h: probably a misread digit in this late photo"
         )
     return None
 
@@ -186,6 +215,8 @@ def judge(
                 "check the photo for glare, blur or a digit box that misses its wheel"
             ),
         )
+    if history is not None and history.last is None and history.later is not None:
+        return _before_first(frame, now, history.later, limits, decimals)
     if history is None or history.last is None:
         note = None
         carry = [k for k in frame.uncertain_wheels if k < len(primary.digits) - 1]
@@ -248,7 +279,8 @@ def judge(
     above = all(v > v1 for _, v in recent)
     below = all(v < v1 for _, v in recent)
     if (
-        len(recent) >= limits.resync_after
+        history.later is None  # a late photo does not speak for the meter's present
+        and len(recent) >= limits.resync_after
         and _consistent(recent, limits)
         and (above or (below and limits.resync_on_decrease))
     ):
@@ -269,3 +301,32 @@ def judge(
             "or the last accepted value was wrong, reset this meter's history)"
         )
     return Decision("rejected", None, reason=problem, candidate=primary.value)
+
+
+def _before_first(
+    frame: FrameValue, now: float, later: tuple[float, float], limits: Limits, decimals: int
+) -> Decision:
+    """A late photo older than every accepted reading: it must fit below the first one."""
+    primary = frame.primary
+    problem = _late_problem(primary.value, now, later, limits, decimals)
+    if problem is None:
+        return Decision("ok", primary.value, candidate=primary.value)
+    valid = [
+        c
+        for c in frame.candidates
+        if _late_problem(c.value, now, later, limits, decimals) is None
+    ]
+    if not valid:
+        return Decision("rejected", None, reason=problem, candidate=primary.value)
+    best = max(valid, key=lambda c: c.score)
+    w = best.wheel if best.wheel is not None else 0
+    return Decision(
+        "ok",
+        best.value,
+        note=(
+            f"wheel {w + 1} resolved from the later reading {_fmt(later[1], decimals)}: the "
+            f"frame alone read {_fmt(primary.value, decimals)}"
+        ),
+        candidate=primary.value,
+        wheel=w,
+    )

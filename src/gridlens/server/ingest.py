@@ -163,7 +163,9 @@ def ingest(
 ) -> tuple[dict[str, Any], bool]:
     """Read and store one upload; returns (response document, duplicate).
 
-    Raises InputError subclasses (HTTP 4xx) before anything is stored.
+    Raises InputError subclasses (HTTP 4xx) before anything is stored. A photo captured
+    before the newest accepted reading (``late`` in the answer) is judged against the
+    readings on both sides of it.
     """
     now = time.time()
     check_jpeg(body, max_bytes)
@@ -176,7 +178,8 @@ def ingest(
             cmds = store.take_pending(device.id)
             return _response(old, cmds, device, True), True
     accepted = seen.accepted
-    history = History(tuple(accepted), tuple(seen.pending))
+    # a late photo (kept by a device while offline) is judged against both its neighbours
+    history = History(tuple(accepted), tuple(seen.pending), later=seen.later)
     limits = Limits(max_rate_per_h=device.max_rate, keep=keep)
     entry = cache.get(device)
     with cache.slots, entry.lock:  # OpenCV feature objects are not shared between threads
@@ -205,7 +208,7 @@ def ingest(
         image_path=rel,
     )
     row, cmds, dup = store.add_reading(new, now=now, seen=seen)
-    return _response(row, cmds, device, dup), dup
+    return _response(row, cmds, device, dup, late=seen.later is not None and not dup), dup
 
 
 def _finite(d: dict[str, Any]) -> dict[str, Any]:
@@ -216,11 +219,17 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _response(row: Any, cmds: list[Any], device: Device, duplicate: bool) -> dict[str, Any]:
+def _response(
+    row: Any, cmds: list[Any], device: Device, duplicate: bool, *, late: bool = False
+) -> dict[str, Any]:
+    """The upload's answer. ``late``: a photo captured after this one was already accepted,
+    so this reading fills in the history and is not the meter's current value (it is not
+    published over MQTT)."""
     return {
         "reading": reading_dict(row, device.unit),
         "commands": [device_command(c) for c in cmds],
         "duplicate": duplicate,
+        "late": late,
         "server_time": iso(time.time()),
     }
 

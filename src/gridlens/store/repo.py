@@ -261,6 +261,10 @@ class UploadHistory:
         The device's pending commands (0: the upload need not look for any).
     last_seen_at : float or None
         The device's ``last_seen_at`` when the query ran.
+    later : (float, float) or None
+        The first accepted (time, value) captured after the photo: set when the photo is
+        late (a device that kept it while offline), so that it is judged against the
+        readings on both sides of it.
     """
 
     accepted: list[tuple[float, float]]
@@ -268,10 +272,11 @@ class UploadHistory:
     duplicate_id: int | None = None
     commands: int = 0
     last_seen_at: float | None = None
+    later: tuple[float, float] | None = None
 
 
 # Kinds of rows in the history query (see _history_query).
-_ACCEPTED, _PENDING, _DUPLICATE, _COMMANDS, _SEEN = range(5)
+_ACCEPTED, _PENDING, _DUPLICATE, _COMMANDS, _SEEN, _LATER = range(6)
 _SEEN_EVERY_S = 30.0  # a device's last_seen_at is written at most this often
 
 
@@ -289,7 +294,8 @@ def _history_query(keep: int, upload: bool) -> Executable:
     Parameters ``device_id`` and ``before`` (and ``capture_id`` for uploads). Kinds:
     ``_ACCEPTED``: (t, value) of the newest ``keep`` accepted readings before ``before``;
     ``_PENDING``: (t, candidate) of the newest ``keep`` rejected ones after the last of
-    those with a value (a bound on the index range, so a long history is not scanned).
+    those with a value (a bound on the index range, so a long history is not scanned);
+    ``_LATER``: (t, value) of the first accepted reading after ``before``, if any.
     With ``upload`` also ``_DUPLICATE`` (t = id of the reading with this capture id, if
     any), ``_COMMANDS`` (t = the number of pending commands) and ``_SEEN`` (t = the
     device's ``last_seen_at``). Built once per (keep, upload); SQLAlchemy caches its
@@ -324,9 +330,22 @@ def _history_query(keep: int, upload: bool) -> Executable:
         .limit(keep)
         .subquery()
     )
+    later = (
+        select(r.captured_at.label("t"), r.value.label("v"))
+        .where(
+            r.device_id == dev,
+            r.status == "ok",
+            r.value.is_not(None),
+            r.captured_at > before,
+        )
+        .order_by(r.captured_at.asc())
+        .limit(1)
+        .subquery()
+    )
     parts = [
         select(literal_column(str(_ACCEPTED)).label("kind"), acc.c.t, acc.c.v),
         select(literal_column(str(_PENDING)), pend.c.t, pend.c.v),
+        select(literal_column(str(_LATER)), later.c.t, later.c.v),
     ]
     if upload:
         parts += [
@@ -973,6 +992,7 @@ class Store(CommandsMixin):
         dup: int | None = None
         commands = 0
         seen: float | None = None
+        later: tuple[float, float] | None = None
         for kind, t, v in rows:
             if kind == _ACCEPTED:
                 acc.append((t, v))
@@ -984,12 +1004,14 @@ class Store(CommandsMixin):
                 commands = round(t)
             elif kind == _SEEN:
                 seen = t
+            elif kind == _LATER:
+                later = (float(t), float(v))
         # newest first as the database gave them (ties stay in its order), then reversed
         acc.sort(key=lambda p: p[0], reverse=True)
         pend.sort(key=lambda p: p[0], reverse=True)
         accepted = [(float(t), float(v)) for t, v in reversed(acc) if v is not None]
         pending = [(float(t), float(v)) for t, v in reversed(pend)]
-        return UploadHistory(accepted, pending, dup, commands, seen)
+        return UploadHistory(accepted, pending, dup, commands, seen, later)
 
     def add_reading(
         self,
