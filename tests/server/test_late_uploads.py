@@ -11,6 +11,8 @@ import pytest
 
 from gridlens.store.timeutil import iso
 from tests.server.conftest import Layout, upload_headers
+from tests.server.test_server_mqtt import _broker_up
+from tests.server.test_server_mqtt import env as mqtt_env  # noqa: F401 (a fixture)
 
 
 def _add_device(env: dict[str, Any], layout: Layout, **kw: Any) -> tuple[int, dict[str, str]]:
@@ -66,3 +68,33 @@ def test_a_backdated_upload_is_judged_against_later_readings(
     fleet = env["client"].get("/api/v1/devices", headers=env["viewer"]).json()
     (row,) = [d for d in fleet if d["id"] == dev]
     assert row["value"] == pytest.approx(102.0) and row["last"]["capture_id"] == "h2"
+
+
+@pytest.mark.skipif(not _broker_up(), reason="no MQTT broker (Mosquitto) at 127.0.0.1:1883")
+def test_a_late_reading_is_not_published_as_the_current_value(
+    mqtt_env: dict[str, Any],  # noqa: F811 (the fixture imported above)
+) -> None:
+    env = mqtt_env
+    c, dev, p, slug, layout = env["client"], env["dev"], env["prefix"], env["slug"], env["layout"]
+    t0 = time.time() - 3600
+    for k, (v, at) in enumerate([(100.0, t0), (100.5, t0 + 1200)]):
+        h = upload_headers(env["tok"], f"on-time{k}", at)
+        assert (
+            c.post(
+                f"/api/v1/devices/{dev}/images", content=layout.photo(v, k), headers=h
+            ).status_code
+            == 201
+        )
+    lis = env["listener"]
+    assert lis.wait(f"{p}/{slug}/value", 2)[-2:] == ["100.0", "100.5"]
+    h = upload_headers(env["tok"], "late", t0 + 600)  # kept by the device, sent last
+    r = c.post(f"/api/v1/devices/{dev}/images", content=layout.photo(100.2, 5), headers=h)
+    assert r.json()["late"] is True and r.json()["reading"]["status"] == "ok"
+    time.sleep(1.0)
+    assert lis.wait(f"{p}/{slug}/value")[-1] == "100.5"  # still the newest photo's
+    assert len(lis.msgs.get(f"{p}/{slug}/value", [])) == 2
+    for leaf in ("value", "raw", "error", "rate", "json", "timestamp", "connection"):
+        lis.client.publish(f"{p}/{slug}/{leaf}", b"", retain=True)
+    node = f"{p}_{dev}"
+    for obj in ("value", "rate", "error"):
+        lis.client.publish(f"homeassistant/sensor/{node}/{obj}/config", b"", retain=True)
