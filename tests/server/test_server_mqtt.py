@@ -264,3 +264,17 @@ def test_names_that_slug_alike_get_their_own_topics(env: dict[str, Any]) -> None
     assert _status(env, cmd["id"], dev=a)["status"] == "delivered"
     lis.client.publish(f"{p}/{a}-meter_a/ack", _ack(key_a, a, got), qos=1)
     assert wait(lambda: _status(env, cmd["id"], dev=a)["status"] == "acked")
+
+
+def test_a_command_sent_over_mqtt_also_reaches_a_device_that_uploads(
+    env: dict[str, Any],
+) -> None:
+    # a device that was not listening on MQTT (deep sleep, old firmware, the simulator) gets
+    # the command in its next upload's answer
+    c, dev, layout = env["client"], env["dev"], env["layout"]
+    cmd = _command(env, {"action": "flash", "state": "on"})
+    assert cmd["status"] == "delivered" and cmd["delivered_via"] == "mqtt"
+    h = upload_headers(env["tok"], "after-mqtt", time.time() - 60)
+    r = c.post(f"/api/v1/devices/{dev}/images", content=layout.photo(100.0, 1), headers=h)
+    assert r.status_code == 201, r.text
+    assert [x["id"] for x in r.json()["commands"]] == [cmd["id"]]

@@ -354,7 +354,15 @@ def _history_query(keep: int, upload: bool) -> Executable:
             ),
             select(literal_column(str(_COMMANDS)), cast(func.count(), Float), null())
             .select_from(_table(Command))
-            .where(c.device_id == dev, c.status == "pending"),
+            .where(
+                c.device_id == dev,
+                # a command published over MQTT is also offered to an upload, for a device
+                # that was not listening (deep sleep, no MQTT session)
+                or_(
+                    c.status == "pending",
+                    and_(c.status == "delivered", c.delivered_via == "mqtt"),
+                ),
+            ),
             select(literal_column(str(_SEEN)), d.last_seen_at, null()).where(d.id == dev),
         ]
     return union_all(*parts)
