@@ -63,6 +63,7 @@ from gridlens.store.models import (
     User,
 )
 from gridlens.store.pulls import PullChange, apply_pull_change, pull_dict
+from gridlens.store.queries import counter_arrays
 from gridlens.store.timeutil import day_start, iso
 
 F64 = npt.NDArray[np.float64]
@@ -70,6 +71,8 @@ F64 = npt.NDArray[np.float64]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
 _CAPTURE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
 SESSION_TTL_S = 12 * 3600.0
+#: The shortest password :meth:`Store.add_user` accepts.
+MIN_PASSWORD_CHARS = 12
 CACHE_TTL_S = 10.0
 """How long a server process trusts its cached device tokens and device rows [s].
 
@@ -500,8 +503,11 @@ class Store(CommandsMixin):
         if role not in ROLES:
             raise ParameterError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         password = password or security.new_password()
-        if len(password) < 8:
-            raise ParameterError("password must have at least 8 characters")
+        if len(password) < MIN_PASSWORD_CHARS:
+            raise ParameterError(
+                f"the password must have at least {MIN_PASSWORD_CHARS} characters, "
+                f"got {len(password)}"
+            )
         now = time.time()
         token = security.new_token("api")
         try:
@@ -1149,20 +1155,16 @@ class Store(CommandsMixin):
     def counter(
         self, device_id: int, since: float | None = None, until: float | None = None
     ) -> tuple[F64, F64]:
-        """Accepted counter values (times, values), oldest first."""
-        with self.session() as s:
-            q = select(Reading.captured_at, Reading.value).where(
-                Reading.device_id == device_id, Reading.status == "ok"
-            )
-            if since is not None:
-                q = q.where(Reading.captured_at >= since)
-            if until is not None:
-                q = q.where(Reading.captured_at < until)
-            rows = s.execute(q.order_by(Reading.captured_at)).all()
-        if not rows:
-            return np.empty(0), np.empty(0)
-        a = np.asarray(rows, dtype=float)
-        return a[:, 0].copy(), a[:, 1].copy()
+        """Accepted counter values (times, values), oldest first (read a page at a time
+        into two arrays: 16 bytes a reading)."""
+        q = select(Reading.captured_at, Reading.value).where(
+            Reading.device_id == device_id, Reading.status == "ok", Reading.value.is_not(None)
+        )
+        if since is not None:
+            q = q.where(Reading.captured_at >= since)
+        if until is not None:
+            q = q.where(Reading.captured_at < until)
+        return counter_arrays(self, q.order_by(Reading.captured_at))
 
     def count_readings(self, device_id: int | None = None) -> int:
         with self.session() as s:
