@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gridlens.anomaly.data import Series, from_arrays, read_csv
-from gridlens.anomaly.detectors import MODELS, make_detector
+from gridlens.anomaly.detectors import MODELS, NotFittedError, make_detector
 from gridlens.anomaly.evaluate import evaluate
 from gridlens.anomaly.periods import dominant_periods
 from gridlens.anomaly.run import detect
@@ -95,7 +95,7 @@ def test_every_detector_follows_the_contract(model: str) -> None:
     s = hourly_series(42, anomaly_days=(30,))
     kw = {"epochs": 2} if model in ("cnn-gru-ae", "lstm-ae", "usad") else {}
     det = make_detector(model, **kw)
-    with pytest.raises(ParameterError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         det.score_samples(s.values)
     assert det.fit(s.values[:600]) is det
     sc = det.score_samples(s)

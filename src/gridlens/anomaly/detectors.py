@@ -57,13 +57,16 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import IsolationForest
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
 
 from gridlens.anomaly.data import Series
 from gridlens.anomaly.periods import Period, dominant_periods
 from gridlens.anomaly.windows import Scale, plan_scales, sliding, starts_for, to_points
 from gridlens.errors import (
     DataFormatError,
+    GridlensError,
     InsufficientDataError,
     NotFoundError,
     ParameterError,
@@ -78,6 +81,7 @@ __all__ = [
     "Hybrid",
     "IForestWindows",
     "LstmAE",
+    "NotFittedError",
     "ProfileDetector",
     "PyODWindows",
     "Usad",
@@ -111,8 +115,28 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-class Detector(ABC):
-    """Common base: normalisation, threshold, predict. Subclasses score points."""
+class NotFittedError(GridlensError, _SkNotFittedError):  # type: ignore[misc]
+    """A detector was used before :meth:`Detector.fit`.
+
+    scikit-learn's :class:`sklearn.exceptions.NotFittedError`, so it is a ``ValueError``
+    and an ``AttributeError`` as well as a :class:`~gridlens.errors.GridlensError`.
+    """
+
+
+class Detector(ABC, BaseEstimator):  # type: ignore[misc]
+    """Common base: normalisation, threshold, predict. Subclasses score points.
+
+    A scikit-learn estimator [6]_: ``get_params(deep)``, ``set_params(**params) -> self``
+    and ``sklearn.base.clone`` work on every detector, so ``GridSearchCV`` can tune one
+    (score it with :func:`gridlens.anomaly.evaluate.average_precision_scorer`: labels are
+    only used to score, never to fit).  The input is one series, a 1-D array ``(n,)``,
+    not a 2-D ``(n_samples, n_features)`` table; the scores keep PyOD's direction
+    (higher = more anomalous) and ``predict`` returns 0/1, so detectors are not tagged as
+    scikit-learn outlier detectors (those return -1/+1 and score the other way round).
+
+    .. [6] L. Buitinck et al., "API design for machine learning software: experiences
+       from the scikit-learn project", ECML PKDD Workshop, 2013.
+    """
 
     name: str = ""
 
@@ -150,7 +174,13 @@ class Detector(ABC):
         return self
 
     def score_samples(self, x: Series | npt.ArrayLike) -> F64:
-        """One anomaly score per point; higher = more anomalous."""
+        """One anomaly score per point; higher = more anomalous.
+
+        Raises
+        ------
+        NotFittedError
+            If :meth:`fit` has not been called.
+        """
         self._check_fitted()
         a = _values(x, f"{type(self).__name__}.score_samples")
         return self._score(self._norm(a))
@@ -163,17 +193,46 @@ class Detector(ABC):
         """``score_samples(x) - threshold_`` (positive = anomalous)."""
         return self.score_samples(x) - self.threshold_
 
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor parameters (scikit-learn style); returns ``self``.
+
+        Values are checked by :meth:`fit`, as scikit-learn does.
+
+        Raises
+        ------
+        ParameterError
+            If a name is not a parameter of this detector (nothing is changed then).
+        """
+        valid = self.get_params(deep=False)
+        unknown = sorted(k for k in params if k.split("__", 1)[0] not in valid)
+        if unknown:
+            raise ParameterError(
+                f"{type(self).__name__} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are: {', '.join(sorted(valid))}"
+            )
+        super().set_params(**params)
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "lo_")
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = False
+        tags.non_deterministic = False
+        return tags
+
     # ---------------------------------------------------------------- helpers
     def _norm(self, a: F64) -> F64:
         return (a - self.lo_) / (self.hi_ - self.lo_)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "lo_"):
-            raise ParameterError(f"{type(self).__name__} is not fitted yet: call fit first")
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn style)."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_") and k[0] != "_"}
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet: call fit first"
+            )
 
     @abstractmethod
     def _fit(self, xn: F64) -> None: ...
@@ -328,8 +387,25 @@ class IForestWindows(_WindowDetector):
 class PyODWindows(_WindowDetector):
     """Baseline: a PyOD detector (``"ecod"`` or ``"knn"``) on the raw normalised windows."""
 
-    def __init__(self, estimator: str = "ecod", **kw: Any) -> None:
-        super().__init__(**kw)
+    def __init__(
+        self,
+        estimator: str = "ecod",
+        *,
+        window: int | None = None,
+        max_scales: int = 2,
+        deseason: bool = False,
+        contamination: float = 0.01,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            window=window,
+            max_scales=max_scales,
+            deseason=deseason,
+            contamination=contamination,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.estimator = estimator
 
     @property
@@ -389,9 +465,20 @@ class Hybrid(_WindowDetector):
         spike_width: int = 2,
         q: float = 0.999,
         deseason: bool = True,
-        **kw: Any,
+        window: int | None = None,
+        max_scales: int = 2,
+        contamination: float = 0.01,
+        random_state: int = 0,
+        verbose: bool = False,
     ) -> None:
-        super().__init__(deseason=deseason, **kw)
+        super().__init__(
+            window=window,
+            max_scales=max_scales,
+            deseason=deseason,
+            contamination=contamination,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.n_neighbors = n_neighbors
         self.spike_width = spike_width
         self.q = q
@@ -505,9 +592,21 @@ class _ReconDetector(_WindowDetector):
         augment: str = "mi-fgsm",
         dtw_band: float = 0.1,
         threads: int = 1,
-        **kw: Any,
+        window: int | None = None,
+        max_scales: int = 2,
+        deseason: bool = False,
+        contamination: float = 0.01,
+        random_state: int = 0,
+        verbose: bool = False,
     ) -> None:
-        super().__init__(**kw)
+        super().__init__(
+            window=window,
+            max_scales=max_scales,
+            deseason=deseason,
+            contamination=contamination,
+            random_state=random_state,
+            verbose=verbose,
+        )
         self.epochs = epochs
         self.hidden = hidden
         self.latent = latent
