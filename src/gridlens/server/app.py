@@ -15,36 +15,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
 
 from gridlens import __version__
-from gridlens.errors import (
-    ConflictError,
-    GridlensError,
-    InputError,
-    NotFoundError,
-)
+from gridlens.server import contract
 from gridlens.server.bridge import make_bridge, publish_command, publish_reading
-from gridlens.server.ingest import PayloadTooLarge, ReaderCache, prune_images
+from gridlens.server.ingest import ReaderCache, prune_images
 from gridlens.server.metrics import Metrics, read_snapshots, render_pull_state, write_snapshot
 from gridlens.server.metrics import render as render_metrics
 from gridlens.server.settings import Settings
-from gridlens.store.db import DatabaseError
 from gridlens.store.pulls import pull_states
 from gridlens.store.repo import Store
 
 log = logging.getLogger("gridlens.server")
-
-
-def _status_for(exc: GridlensError) -> int:
-    if isinstance(exc, PayloadTooLarge):
-        return 413
-    if isinstance(exc, DatabaseError):
-        return 503
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, ConflictError):
-        return 409
-    if isinstance(exc, InputError):
-        return 422
-    return 500
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -96,12 +76,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.publish_reading = lambda dev, reading: publish_reading(app, dev, reading)
     app.state.publish_command = lambda dev, cmd: publish_command(app, dev, cmd)
 
-    @app.exception_handler(GridlensError)
-    async def _gridlens_error(request: Request, exc: GridlensError) -> JSONResponse:
-        status = _status_for(exc)
-        if status >= 500:
-            log.error("request failed", extra={"path": request.url.path, "error": str(exc)})
-        return JSONResponse({"detail": str(exc)}, status_code=status)
+    contract.install(app)  # one error shape; the OpenAPI document's security schemes
 
     @app.middleware("http")
     async def _observe(request: Request, call_next: Any) -> Response:
@@ -135,7 +110,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                     },
                 )
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        responses={503: {"description": "the database does not answer (same body)"}},
+    )
     def healthz() -> JSONResponse:
         """200 when the database answers; 503 otherwise."""
         try:

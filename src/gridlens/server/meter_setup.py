@@ -20,9 +20,10 @@ A new device is then saved with ``POST /devices`` and an edited one with
 ``PATCH /devices/{id}`` (:mod:`gridlens.server.api`): the same validation and refinement
 (:func:`gridlens.server.ingest.device_roi`) and store path as ``gridlens device add|set``.
 
-Every endpoint needs an admin (bearer token or dashboard session). A session cookie is
-refused when the request's ``Origin`` (or ``Referer``) names another site, since a
-cross-site form can post multipart and raw bodies without a CORS preflight.
+Every endpoint needs an admin (bearer token or dashboard session). As on every route
+(:mod:`gridlens.server.guard`), a write with the session cookie is refused unless its
+``Origin`` (or ``Referer``) names this server, since a cross-site form can post multipart
+and raw bodies without a CORS preflight.
 """
 
 from __future__ import annotations
@@ -30,20 +31,23 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gridlens.errors import ComputationError, DataFormatError, GridlensError, ParameterError
-from gridlens.server import auth
+from gridlens.server.auth import Admin
 from gridlens.server.bodies import read_body, read_form
+from gridlens.server.contract import DeviceId, errors
+from gridlens.server.guard import GuardedRoute, body_limit
 from gridlens.server.ingest import PayloadTooLarge, ReaderCache, check_jpeg
+from gridlens.server.settings import Settings
 from gridlens.store.models import Device, Reading
-from gridlens.store.repo import Principal, Store, roi_without_image
+from gridlens.store.repo import Store, roi_without_image
 
 __all__ = [
     "REPLAY_PHOTOS",
@@ -64,34 +68,22 @@ ROI_MAX_CHARS = 64 * 1024
 REPLAY_PHOTOS = (5, 20)
 
 _FORM_SLACK = ROI_MAX_CHARS + 16 * 1024  # multipart headers and the ROI around the photo
-_CROSS_ORIGIN = HTTPException(
-    403, "cross-origin request refused: use the dashboard's own pages or a bearer token"
+
+router = APIRouter(prefix="/api/v1", tags=["setup"], route_class=GuardedRoute)
+
+_ERRORS = errors(
+    413,
+    e413="the photo is over the server's upload limit",
+    e422="not a JPEG photo, a truncated one, or an invalid ROI (the message names the problem)",
 )
 
 
-def _admin(request: Request) -> Principal:
-    """An admin by bearer token, or by session cookie from a page of this server."""
-    who = auth.admin(request)
-    if auth.bearer(request) is None:
-        from gridlens.server.dashboard import _same_origin
-
-        if not _same_origin(request):
-            raise _CROSS_ORIGIN
-    return who
+def _photo_bytes(settings: Settings) -> int:
+    return settings.max_upload_bytes
 
 
-Admin = Annotated[Principal, Depends(_admin)]
-router = APIRouter(prefix="/api/v1", tags=["setup"])
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no, unknown, expired or revoked credentials"},
-    403: {"description": "the caller is not an admin, or a session cookie from another site"},
-    413: {"description": "the photo is over the server's upload limit"},
-    422: {
-        "description": "not a JPEG photo, a truncated one, or an invalid ROI (the message "
-        "names the problem)"
-    },
-}
+def _form_bytes(settings: Settings) -> int:
+    return settings.max_upload_bytes + _FORM_SLACK
 
 
 # ------------------------------------------------------------------------------ models
@@ -438,12 +430,13 @@ _PREVIEW_BODY: dict[str, Any] = {
 @router.post(
     "/roi/suggest",
     response_model=RoiSuggestion,
-    responses={**_ERRORS, 415: {"description": "a body that is not image/jpeg"}},
+    responses={**errors(415, e415="a body that is not image/jpeg"), **_ERRORS},
     openapi_extra=_JPEG_BODY,
     description="Propose the digit boxes, decimals and alignment markers of a meter from one "
     "photo (admin), in that photo's pixels. A proposal to check: the confidences say where "
     "to look first. 422 when no counter is found, with the reason.",
 )
+@body_limit(_photo_bytes)
 async def suggest_endpoint(request: Request, who: Admin) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("", "image/jpeg", "image/jpg", "application/octet-stream"):
@@ -464,6 +457,7 @@ async def suggest_endpoint(request: Request, who: Admin) -> dict[str, Any]:
     "wheel's value and confidence, and the boxes used (refined against the photo unless the "
     'ROI has `"refined": true`). Nothing is stored. 422 names a bad ROI.',
 )
+@body_limit(_form_bytes)
 async def preview_endpoint(request: Request, who: Admin) -> dict[str, Any]:
     limit = _limit(request)
     jpeg, roi = await _form(request, limit + _FORM_SLACK)
@@ -475,13 +469,7 @@ async def preview_endpoint(request: Request, who: Admin) -> dict[str, Any]:
     response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {}}, "description": "the camera's photo"},
-        401: _ERRORS[401],
-        403: _ERRORS[403],
-        422: {"description": "not an http(s) URL"},
-        502: {
-            "description": "the camera gave no JPEG photo (timeout, refused, HTTP error, "
-            "too large); the message says which"
-        },
+        **errors(400, 413, 502, e422="not an http(s) URL"),
     },
     description="Fetch one photo from a camera's snapshot URL (admin), for a first photo "
     f"of a meter: at most {SNAPSHOT_TIMEOUT_S:g} s and the server's upload size limit. "
@@ -507,13 +495,15 @@ async def snapshot_endpoint(body: SnapshotIn, request: Request, who: Admin) -> R
 @router.post(
     "/devices/{device_id}/roi/replay",
     response_model=RoiReplay,
-    responses={**_ERRORS, 404: {"description": "no device with this id"}},
+    responses=errors(
+        400, 404, 413, e422="an invalid ROI or photo count (the message names the problem)"
+    ),
     description="Re-read the device's newest stored photos with a new ROI (admin), to "
     "compare old and new values before saving it with `PATCH /devices/{id}`. Nothing is "
     "stored.",
 )
 async def replay_endpoint(
-    device_id: int, body: ReplayIn, request: Request, who: Admin
+    device_id: DeviceId, body: ReplayIn, request: Request, who: Admin
 ) -> dict[str, Any]:
     store: Store = request.app.state.store
     dev = await run_in_threadpool(store.device, device_id)
