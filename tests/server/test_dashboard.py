@@ -28,6 +28,8 @@ from tests.server.conftest import upload_headers
 PASSWORDS = {"admin": "admin-pass-1", "olga": "operator-pass-1", "vic": "viewer-pass-1"}
 ROLES = {"admin": "admin", "olga": "operator", "vic": "viewer"}
 READINGS = (1234.5, 1235.1, 1236.0, 1237.2, 1238.4)
+# a browser names the page's origin on every POST; the dashboard refuses writes without it
+SAME_ORIGIN = {"Origin": "http://testserver"}
 
 
 @dataclass
@@ -75,7 +77,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     app = create_app(
         Settings(db=f"sqlite:///{tmp}/t.db", data_dir=str(tmp / "data"), log_requests=False)
     )
-    with TestClient(app) as client:
+    with TestClient(app, headers=SAME_ORIGIN) as client:
         store = app.state.store
         tokens = {}
         for name, pw in PASSWORDS.items():
@@ -201,7 +203,7 @@ def test_overview_empty_state(tmp_path: Path) -> None:
     app = create_app(
         Settings(db=f"sqlite:///{tmp_path}/e.db", data_dir=str(tmp_path / "d"), log_requests=False)
     )
-    with TestClient(app) as client:
+    with TestClient(app, headers=SAME_ORIGIN) as client:
         app.state.store.add_user("vic", role="viewer", password=PASSWORDS["vic"])
         login(client, "vic")
         r = client.get("/")
@@ -345,8 +347,10 @@ def test_cross_origin_posts_are_refused(env: Env) -> None:
     for headers in (
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
-        {"Referer": "https://evil.example/page"},
+        {"Origin": "", "Referer": "https://evil.example/page"},
         {"Origin": "http://testserver.evil.example"},
+        {"Origin": "http://testserver:8080"},  # another port of the same host
+        {"Origin": ""},  # says nowhere where it comes from
     ):
         r = env.client.post(
             f"/meters/{env.meter}/commands", data={"command": "relay:on"}, headers=headers
@@ -356,11 +360,12 @@ def test_cross_origin_posts_are_refused(env: Env) -> None:
     assert len(_commands(env)) == before
     r = login(env.client, "admin", headers={"Origin": "https://evil.example"})
     assert r.status_code == 403 and SESSION_COOKIE not in env.client.cookies
+    assert "Cross-origin" in r.text
     login(env.client, "admin")
     r = env.client.post(
         f"/meters/{env.meter}/commands",
         data={"command": "capture:now"},
-        headers={"Origin": "http://testserver", "Referer": "http://testserver/meters/1"},
+        headers={"Origin": "", "Referer": "http://testserver/meters/1"},
         follow_redirects=False,
     )
     assert r.status_code == 303

@@ -3,7 +3,7 @@
 Pages
 -----
 ``/login`` and ``/logout``
-    Session cookie (``gridlens_session``: HttpOnly, SameSite=Lax) from a user name and
+    :mod:`gridlens.server.login` (included here): the session cookie from a user name and
     password; every other page redirects to ``/login?next=...`` without one.
 ``/``
     One row per meter: last accepted value, last photo and its status, online, today.
@@ -17,8 +17,10 @@ Pages
 ``/grid``, ``/anomaly``
     Placeholders for views still to come.
 
-Every POST refuses a cross-origin request (an ``Origin`` or ``Referer`` header naming
-another host), on top of the SameSite cookie.
+Every POST must come from this server's own pages (an ``Origin`` or ``Referer`` naming it),
+on top of the SameSite cookie, and its body is capped before it is read
+(:class:`gridlens.server.pages.DashboardRoute`). What the pages share (templates, the logged-in
+user, error pages) is in :mod:`gridlens.server.pages`.
 """
 
 from __future__ import annotations
@@ -33,24 +35,31 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from gridlens import __version__
-from gridlens.errors import GridlensError, InputError, NotFoundError, ParameterError
+from gridlens.errors import GridlensError, InputError, ParameterError
 from gridlens.meter.image import decode_image, encode_jpeg
-from gridlens.server.auth import SESSION_COOKIE
 from gridlens.server.bodies import read_form
+from gridlens.server.guard import body_limit
 from gridlens.server.ingest import PayloadTooLarge
+from gridlens.server.login import router as login_router
+from gridlens.server.pages import STATIC, TEMPLATES, DashboardRoute
+from gridlens.server.pages import device_or_none as _device_or_none
+from gridlens.server.pages import field as _field
+from gridlens.server.pages import forbidden as _forbidden
+from gridlens.server.pages import no_meter as _no_meter
+from gridlens.server.pages import page as _page
+from gridlens.server.pages import store_of as _store
+from gridlens.server.pages import user_or_response as _user_or_response
+from gridlens.server.pages import who as _who
 from gridlens.store.models import Device, Reading
 from gridlens.store.pulls import pull_source
 from gridlens.store.repo import (
@@ -66,11 +75,6 @@ __all__ = ["PQ_MAX_BYTES", "STATIC", "TEMPLATES", "router"]
 
 log = logging.getLogger("gridlens.dashboard")
 
-HERE = Path(__file__).resolve().parent
-#: CSS, JS and the vendored chart library, mounted at ``/static`` by the app.
-STATIC = HERE / "static"
-#: Jinja2 templates (one base layout).
-TEMPLATES = HERE / "templates"
 #: Largest waveform upload on ``/pq`` (HTTP 413 above).
 PQ_MAX_BYTES = 20 * 1024 * 1024
 _FORM_SLACK = 64 * 1024  # multipart headers and the small fields around the file
@@ -81,244 +85,11 @@ _CLI_WORDS = (
     ("pass --fs HZ", "enter the sampling rate"),
     ("--fs", "the sampling rate"),
 )
-_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
 _PLOT_LOCK = threading.Lock()  # matplotlib's pyplot is not thread-safe
 _U8 = npt.NDArray[np.uint8]
 
-router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=TEMPLATES)
-
-
-# ------------------------------------------------------------------------------ formatting
-
-
-def _epoch(t: float | str | None) -> float | None:
-    if t is None:
-        return None
-    if isinstance(t, int | float):
-        return float(t)
-    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-
-
-def _utc(t: float | str | None, seconds: bool = True) -> str:
-    """``2026-11-21 10:00:00 UTC`` from epoch seconds or ISO 8601; ``-`` for None."""
-    e = _epoch(t)
-    if e is None:
-        return "-"
-    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return datetime.fromtimestamp(e, UTC).strftime(fmt) + " UTC"
-
-
-def _ago(t: float | str | None) -> str:
-    """``3 min ago`` (coarse, for people)."""
-    e = _epoch(t)
-    if e is None:
-        return ""
-    d = time.time() - e
-    if d < 0:
-        return "in the future"
-    if d < 90:
-        return f"{d:.0f} s ago"
-    if d < 90 * 60:
-        return f"{d / 60:.0f} min ago"
-    if d < 36 * 3600:
-        return f"{d / 3600:.0f} h ago"
-    return f"{d / 86400:.0f} days ago"
-
-
-def _num(x: float | None, decimals: int | None = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x:,.{3 if decimals is None else decimals}f}"
-
-
-templates.env.filters["utc"] = _utc
-templates.env.filters["ago"] = _ago
-templates.env.filters["num"] = _num
-templates.env.globals["version"] = __version__
-
-
-# ------------------------------------------------------------------------------ sessions
-
-
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
-
-
-def _who(request: Request) -> Principal | None:
-    """The user behind the session cookie, or None (no, unknown, expired, revoked)."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return None
-    p = _store(request).resolve(token)
-    if p is None or p.kind != "user" or not p.session:
-        return None
-    return p
-
-
-def _safe_next(target: str | None) -> str:
-    """A local path to go to after logging in; anything else becomes ``/``."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    if "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
-        return "/"
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return target
-
-
-def _login_redirect(request: Request) -> RedirectResponse:
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse("/login?" + urlencode({"next": here}), status_code=303)
-
-
-def _page(
-    request: Request,
-    name: str,
-    who: Principal | None,
-    status_code: int = 200,
-    **context: Any,
-) -> Response:
-    ctx = {"user": who, "nav": "", "now_utc": _utc(time.time(), seconds=False), **context}
-    resp = templates.TemplateResponse(request, name, ctx, status_code=status_code)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    resp.headers["Referrer-Policy"] = "same-origin"
-    resp.headers["Content-Security-Policy"] = _CSP
-    return resp
-
-
-def _error(
-    request: Request, who: Principal | None, status_code: int, title: str, message: str
-) -> Response:
-    return _page(
-        request, "error.html", who, status_code, title=title, message=message, code=status_code
-    )
-
-
-def _forbidden(request: Request, who: Principal | None, what: str) -> Response:
-    role = who.role if who is not None else None
-    return _error(
-        request,
-        who,
-        403,
-        "Not allowed",
-        f"{what} needs a higher role than yours ({role}); ask an admin.",
-    )
-
-
-def _user_or_response(request: Request, role: str = "viewer") -> Principal | Response:
-    """The logged-in user with at least ``role``; else the login redirect or a 403 page."""
-    who = _who(request)
-    if who is None:
-        return _login_redirect(request)
-    if not who.can(role):
-        return _forbidden(request, who, "This page")
-    return who
-
-
-def _strip_default_port(netloc: str) -> str:
-    netloc = netloc.strip().lower()
-    for port in (":80", ":443"):
-        if netloc.endswith(port):
-            return netloc[: -len(port)]
-    return netloc
-
-
-def _same_origin(request: Request) -> bool:
-    """False when an ``Origin`` (or else ``Referer``) header names another host."""
-    src = request.headers.get("origin") or request.headers.get("referer")
-    if src is None:
-        return True
-    parts = urlsplit(src.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False  # "null" (sandboxed or privacy-redirected) and anything odd
-    hosts = {
-        _strip_default_port(h)
-        for key in ("host", "x-forwarded-host")
-        for h in request.headers.get(key, "").split(",")
-        if h.strip()
-    }
-    return _strip_default_port(parts.netloc) in hosts
-
-
-def _cross_origin(request: Request) -> Response:
-    return _error(
-        request,
-        _who(request),
-        403,
-        "Cross-origin request refused",
-        "This form was posted from another site. Use the dashboard's own pages.",
-    )
-
-
-def _field(form: FormData, key: str, limit: int = 200) -> str:
-    v = form.get(key)
-    return v[:limit] if isinstance(v, str) else ""
-
-
-# ------------------------------------------------------------------------------ login
-
-
-@router.get("/login")
-def login_form(request: Request, next: str = "/") -> Response:
-    """The login form."""
-    return _page(request, "login.html", None, next=_safe_next(next), username="", error=None)
-
-
-@router.post("/login")
-async def login(request: Request) -> Response:
-    """Check the password; set the session cookie and go to ``next`` (local paths only)."""
-    if not _same_origin(request):
-        return _cross_origin(request)
-    form = await request.form(max_files=0, max_fields=10, max_part_size=16 * 1024)
-    name = _field(form, "username", 64).strip()
-    password = _field(form, "password", 1024)
-    target = _safe_next(_field(form, "next", 2000))
-    store = _store(request)
-    user = await run_in_threadpool(store.check_password, name, password) if name else None
-    if user is None:
-        return _page(
-            request,
-            "login.html",
-            None,
-            401,
-            next=target,
-            username=name,
-            error="wrong user name or password",
-        )
-    ttl = float(request.app.state.settings.session_ttl_s)
-    token = await run_in_threadpool(store.new_session, user, ttl)
-    resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=int(ttl),
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
-    return resp
-
-
-@router.post("/logout")
-def logout(request: Request) -> Response:
-    """Revoke the session and go back to the login form."""
-    if not _same_origin(request):
-        return _cross_origin(request)
-    token = request.cookies.get(SESSION_COOKIE)
-    if token:
-        _store(request).revoke(token)
-    resp = RedirectResponse("/login", status_code=303)
-    resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
-    return resp
+router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
+router.include_router(login_router)
 
 
 # ------------------------------------------------------------------------------ overview
@@ -367,17 +138,6 @@ def _meter_context(store: Store, dev: Device, who: Principal) -> dict[str, Any]:
     }
 
 
-def _device_or_none(store: Store, device_id: int) -> Device | None:
-    try:
-        return store.device(device_id)
-    except NotFoundError:
-        return None
-
-
-def _no_meter(request: Request, who: Principal, device_id: int) -> Response:
-    return _error(request, who, 404, "No such meter", f"There is no meter with id {device_id}.")
-
-
 @router.get("/meters/{device_id}")
 def meter_page(device_id: int, request: Request) -> Response:
     """Charts, latest photo, rejected readings and commands of one meter."""
@@ -414,8 +174,6 @@ def _parse_command(form: FormData) -> tuple[str, str | None, int | None]:
 @router.post("/meters/{device_id}/commands")
 async def send_command(device_id: int, request: Request) -> Response:
     """Queue a command for the device (operator or admin), then back to the meter page."""
-    if not _same_origin(request):
-        return _cross_origin(request)
     who = _who(request)
     if who is None:
         return RedirectResponse(f"/login?next=/meters/{device_id}", status_code=303)
@@ -799,10 +557,9 @@ def pq_form(request: Request) -> Response:
 
 
 @router.post("/pq")
+@body_limit(None)  # read_form below, with a limit and a 413 in the page's words
 async def pq_upload(request: Request) -> Response:
     """Analyse an uploaded waveform like ``gridlens pf`` and show the results and plot."""
-    if not _same_origin(request):
-        return _cross_origin(request)
     who = _user_or_response(request)
     if isinstance(who, Response):
         return who

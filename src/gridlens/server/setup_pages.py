@@ -23,21 +23,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gridlens.server.dashboard import (
-    _device_or_none,
-    _error,
-    _no_meter,
-    _page,
-    _store,
-    _user_or_response,
-    _who,
-)
 from gridlens.server.meter_setup import client_config
+from gridlens.server.pages import DashboardRoute
+from gridlens.server.pages import device_or_none as _device_or_none
+from gridlens.server.pages import error_page as _error
+from gridlens.server.pages import no_meter as _no_meter
+from gridlens.server.pages import page as _page
+from gridlens.server.pages import store_of as _store
+from gridlens.server.pages import user_or_response as _user_or_response
+from gridlens.server.pages import who as _who
 from gridlens.store.repo import Principal, roi_without_image
 
 __all__ = ["router"]
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DashboardRoute)
 
 
 def _setup_page(request: Request, who: Principal, **context: Any) -> Response:
