@@ -9,18 +9,22 @@ true fundamental PF 0.5 lagging), noise and a DC offset, at 60.0, 59.5 and 60.5 
 - pqopen-lib: ``PowerSystem`` fed in 1 s chunks, its fundamental P1_H1/Q1_H1 (if installed:
   ``pip install pqopen-lib``).
 
-Run: ``python benchmarks/bench_pq.py [--seconds 600]``. Progress goes to stderr; the table
-(time, throughput, ratio to the numpy baseline, peak memory, PF1 and frequency errors) to stdout.
+Every implementation is warmed up first (imports, pqopen-lib's numba JIT compile, FFT plans),
+untimed; then ``--repeat`` rounds run each once, round-robin, and the table shows medians.
+
+Run: ``python benchmarks/bench_pq.py [--seconds 600] [--repeat 3] [--pqopen-chunk 1]``.
+Progress goes to stderr; the table (time, throughput, ratio to the numpy baseline, peak memory,
+PF1 and frequency errors) and the pqopen-lib / gridlens ratio to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -31,6 +35,7 @@ F0 = 60.0
 V = (Harmonic(1, 220.0), Harmonic(3, 150.0), Harmonic(5, 100.0))
 I = (Harmonic(1, 100.0, 60.0), Harmonic(3, 50.0, 30.0), Harmonic(5, 30.0, 30.0))  # noqa: E741
 PF_TRUE = 0.5
+CHUNK_S = 1.0  # pqopen-lib chunk length [s]
 
 
 def numpy_dft(v: np.ndarray, i: np.ndarray, fs: float) -> dict[str, np.ndarray]:
@@ -63,7 +68,9 @@ def run_pqopen(v: np.ndarray, i: np.ndarray, fs: float) -> dict[str, np.ndarray]
     from pqopen.powersystem import PowerSystem
 
     logging.getLogger().setLevel(logging.ERROR)
-    ch_u, ch_i = AcqBuffer(size=200_000), AcqBuffer(size=200_000)
+    chunk = int(fs * CHUNK_S)
+    size = max(200_000, 4 * chunk)
+    ch_u, ch_i = AcqBuffer(size=size), AcqBuffer(size=size)
     ps = PowerSystem(
         zcd_channel=ch_u, input_samplerate=fs, zcd_cutoff_freq=F0, zcd_threshold=1.0,
         nominal_frequency=F0, nper=round(0.2 * F0),
@@ -73,7 +80,6 @@ def run_pqopen(v: np.ndarray, i: np.ndarray, fs: float) -> dict[str, np.ndarray]
     names = ["P1_H1", "Q1_H1", "Freq", "U1_THD"]
     out: dict[str, list[np.ndarray]] = {k: [] for k in names}
     last = dict.fromkeys(names, -1)
-    chunk = int(fs)
     for s in range(0, len(v), chunk):
         ch_u.put_data(v[s : s + chunk])
         ch_i.put_data(i[s : s + chunk])
@@ -94,57 +100,89 @@ def run_pqopen(v: np.ndarray, i: np.ndarray, fs: float) -> dict[str, np.ndarray]
 
 
 def measure(
-    fn: Callable[..., dict[str, np.ndarray]], *args: Any, repeat: int
-) -> tuple[float, float, dict[str, np.ndarray]]:
-    best = float("inf")
-    res: dict[str, np.ndarray] = {}
+    impls: list[tuple[str, Callable[..., dict[str, np.ndarray]]]],
+    v: np.ndarray,
+    i: np.ndarray,
+    fs: float,
+    repeat: int,
+) -> list[tuple[list[float], float, dict[str, np.ndarray]]]:
+    """Per implementation: (times of the ``repeat`` rounds, tracemalloc peak MiB, result).
+
+    Every implementation is warmed first on the first 5 s (imports, pqopen-lib's numba JIT,
+    FFT plans), untimed. The timed runs go round-robin (one run of each per round), so a
+    shared machine's load falls on all of them alike.
+    """
+    warm = int(5 * fs)
+    for _, fn in impls:
+        fn(v[:warm], i[:warm], fs)
+    times: list[list[float]] = [[] for _ in impls]
+    res: list[dict[str, np.ndarray]] = [{} for _ in impls]
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        res = fn(*args)
-        best = min(best, time.perf_counter() - t0)
-    tracemalloc.start()
-    fn(*args)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return best, peak / 2**20, res
+        for k, (_, fn) in enumerate(impls):
+            t0 = time.perf_counter()
+            res[k] = fn(v, i, fs)
+            times[k].append(time.perf_counter() - t0)
+    out = []
+    for k, (_, fn) in enumerate(impls):
+        tracemalloc.start()
+        fn(v, i, fs)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        out.append((times[k], peak / 2**20, res[k]))
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--pqopen-chunk", type=float, default=CHUNK_S, help="pqopen-lib chunk length [s]"
+    )
     args = ap.parse_args()
-    impls: list[tuple[str, Callable[..., dict[str, np.ndarray]], int]] = [
-        ("numpy fixed-window DFT", numpy_dft, args.repeat),
-        ("gridlens (tracked)", gridlens_tracked, args.repeat),
+    globals()["CHUNK_S"] = args.pqopen_chunk
+    impls: list[tuple[str, Callable[..., dict[str, np.ndarray]]]] = [
+        ("numpy fixed-window DFT", numpy_dft),
+        ("gridlens (tracked)", gridlens_tracked),
     ]
     try:
         import pqopen  # noqa: F401  (availability check)
 
-        impls.append(("pqopen-lib 1 s chunks", run_pqopen, 1))
+        impls.append((f"pqopen-lib {args.pqopen_chunk:g} s chunks", run_pqopen))
     except ImportError:
         print("pqopen-lib not installed: skipped (pip install pqopen-lib)", file=sys.stderr)
+    print(f"median of {args.repeat} warm round-robin runs; ratios: median of per-round ratios")
     print(
         "| f [Hz] | implementation | time [s] | Msamples/s | × numpy | peak MiB "
         "| PF1 max err | PF1 mean err | f max err [Hz] | THD_V |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+    notes = []
     for f in (60.0, 59.5, 60.5):
         print(f"generating {args.seconds:g} s at {f} Hz ...", file=sys.stderr)
         wf = synthesize(V, I, f_hz=f, fs_hz=FS, duration_s=args.seconds,
                         noise_rms_v=1.0, noise_rms_a=0.5, dc_v=2.0, seed=3)  # fmt: skip
-        base = None
-        for name, fn, rep in impls:
-            print(f"  {name} ...", file=sys.stderr)
-            t, mem, r = measure(fn, wf.v, wf.i, FS, repeat=rep)
-            base = base or t
+        got = measure(impls, wf.v, wf.i, FS, args.repeat)
+        base = got[0][0]
+        for (name, _), (ts, mem, r) in zip(impls, got, strict=True):
+            t = statistics.median(ts)
+            rel = statistics.median(x / y for x, y in zip(ts, base, strict=True))
             err = np.abs(r["pf1"] - PF_TRUE)
             ferr = np.max(np.abs(r["f_hz"] - f))
             print(
-                f"| {f} | {name} | {t:.3f} | {len(wf.v) / t / 1e6:.1f} | {t / base:.2f} "
+                f"| {f} | {name} | {t:.3f} | {len(wf.v) / t / 1e6:.1f} | {rel:.2f} "
                 f"| {mem:.0f} "
                 f"| {err.max():.2e} | {err.mean():.2e} | {ferr:.4f} | {np.median(r['thd_v']):.4f} |"
             )
+            print(f"  {name}: {', '.join(f'{x:.3f}' for x in ts)} s", file=sys.stderr)
+        if len(got) > 2:
+            ratios = [x / y for x, y in zip(got[2][0], got[1][0], strict=True)]
+            notes.append(
+                f"{f} Hz: pqopen-lib / gridlens = {statistics.median(ratios):.1f}x "
+                f"(rounds: {', '.join(f'{x:.1f}' for x in ratios)})"
+            )
+    for n in notes:
+        print(n)
     return 0
 
 
