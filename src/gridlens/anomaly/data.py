@@ -4,8 +4,14 @@ Every reader ends in :func:`regularize`, which puts the points on a regular time
 and fills the slots that have no value, so the detectors see one clean array per series:
 
 1. Timestamps (ISO 8601 with or without a zone -- aware ones are converted to UTC -- or
-   epoch seconds) must strictly increase in file order; a step back or a repeat is a
-   :class:`~gridlens.errors.DataFormatError` naming the line.  Nothing is sorted silently.
+   epoch seconds) must strictly increase in file order; a step back is a
+   :class:`~gridlens.errors.DataFormatError` naming the line, repeated timestamps are a
+   :class:`DuplicateTimestampError` naming every repeating line unless
+   ``duplicates="first"`` (keep the first) or ``"mean"`` (average them).  Nothing is
+   sorted silently.  A CSV exported in local time reads with ``tz="Europe/Berlin"``: its
+   zone-less timestamps are local, the hour the clock repeats in autumn is read in file
+   order (first the summer-time pass, then the winter-time one) and the hour skipped in
+   spring is no gap.
 2. The step, unless given, is the most common positive difference between timestamps,
    which ignores gaps; jittered timestamps (readings at 00:00:07, 00:15:02, ...) are
    snapped to the nearest common step first.  Points are binned with
@@ -16,6 +22,8 @@ and fills the slots that have no value, so the detectors see one clean array per
    day is not a whole number of 4-2000 steps), so a missing slot takes the mean of the
    same slot in the ``k`` most similar days that observed it.  A slot no day observed
    falls back to linear interpolation in time.  The ``imputed`` mask records them all.
+4. :attr:`Series.rows` keeps each source row -- its own timestamp text, value, line and
+   grid slot -- so results can be written back one row per input row, in input order.
 
 The multi-series formats are those of the LEAD1.0 building set [2]_
 (``building_id,timestamp,meter_reading,anomaly``) and of the AIOps challenge KPIs [3]_
@@ -42,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -57,7 +66,10 @@ from gridlens.errors import (
 from gridlens.greenbutton import parse_greenbutton
 
 __all__ = [
+    "DUPLICATES",
+    "DuplicateTimestampError",
     "Series",
+    "SourceRows",
     "from_arrays",
     "load_file",
     "read_csv",
@@ -78,6 +90,80 @@ NICE_STEPS_S = (*_SUBHOUR_S, 3600, 7200, 10800, 21600, 43200, 86400)
 _MAX_SLOTS = 20_000_000
 _MISSING = {"", "nan", "na", "null", "none"}
 _EPOCH = datetime(1970, 1, 1)
+
+DUPLICATES = ("error", "first", "mean")
+"""What the readers do with repeated timestamps (``duplicates=``)."""
+
+Duplicates = Literal["error", "first", "mean"]
+
+
+class DuplicateTimestampError(DataFormatError):
+    """Timestamps repeat in a source read with ``duplicates="error"``.
+
+    Attributes
+    ----------
+    repeats : list of (int, int)
+        ``(line, first_line)`` of each repeating row (point numbers for arrays).
+    detail : str
+        The message without the advice, for front ends that word the options their way.
+    """
+
+    def __init__(self, detail: str, repeats: list[tuple[int, int]]) -> None:
+        super().__init__(
+            f"{detail}; pass duplicates='first' or 'mean' to keep the first or average "
+            "them, or tz='ZONE' if the times are local and the clock went back"
+        )
+        self.detail = detail
+        self.repeats = repeats
+
+
+@dataclass(frozen=True, eq=False)
+class SourceRows:
+    """The rows a :class:`Series` was read from, to write results back row by row.
+
+    Parameters
+    ----------
+    text : tuple of str
+        Each row's own timestamp text (ISO 8601 of the time for arrays).
+    value : ndarray of float64
+        Each row's value; NaN where it was missing.
+    line : ndarray of int64
+        Line number in the file (point number from 1 for arrays).
+    slot : ndarray of int64
+        Index of the row's grid slot in the series.
+    tz : str or None
+        The zone zone-less timestamps were read in (``tz=``), None for UTC.
+    """
+
+    text: tuple[str, ...]
+    value: FloatArray
+    line: npt.NDArray[np.int64]
+    slot: npt.NDArray[np.int64]
+    tz: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def format_time(self, epoch_s: float) -> str:
+        """A grid time in the rows' own style: epoch seconds, or ISO 8601 with the rows'
+        separator, in ``tz`` with its offset (UTC with ``+00:00`` when the rows had zones).
+        """
+        first = self.text[0] if self.text else ""
+        if _is_number(first):
+            return f"{epoch_s:.0f}" if float(epoch_s).is_integer() else f"{epoch_s:g}"
+        sep = "T" if len(first) > 10 and first[10] == "T" else " "
+        if self.tz is not None:
+            return datetime.fromtimestamp(epoch_s, ZoneInfo(self.tz)).isoformat(sep)
+        if _has_zone(first):
+            return datetime.fromtimestamp(epoch_s, UTC).isoformat(sep)
+        return datetime.fromtimestamp(epoch_s, UTC).replace(tzinfo=None).isoformat(sep)
+
+
+def _has_zone(text: str) -> bool:
+    try:
+        return datetime.fromisoformat(text.strip()).tzinfo is not None
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +186,9 @@ class Series:
         True where the value was filled by imputation.
     n_rows : int
         Data rows (points) read from the source.
+    rows : SourceRows or None
+        The source rows and the slot each fell in (None after :meth:`head` or
+        :meth:`resample`, whose slots are no longer the rows').
     """
 
     name: str
@@ -109,6 +198,7 @@ class Series:
     step_s: int
     imputed: npt.NDArray[np.bool_]
     n_rows: int = field(default=0)
+    rows: SourceRows | None = field(default=None)
 
     def __post_init__(self) -> None:
         n = len(self.times)
@@ -133,7 +223,12 @@ class Series:
         """The first ``n`` slots (``n_rows`` is kept)."""
         lab = None if self.labels is None else self.labels[:n]
         return replace(
-            self, times=self.times[:n], values=self.values[:n], labels=lab, imputed=self.imputed[:n]
+            self,
+            times=self.times[:n],
+            values=self.values[:n],
+            labels=lab,
+            imputed=self.imputed[:n],
+            rows=None,
         )
 
     def resample(self, step_s: int, *, how: Literal["mean", "sum"] = "mean") -> Series:
@@ -263,6 +358,39 @@ def _impute(v: FloatArray, step_s: int, k: int) -> FloatArray:
     return out
 
 
+def _check_order(rows: _Rows, t: FloatArray, where: str, duplicates: str) -> FloatArray:
+    """Refuse steps back and (with ``duplicates="error"``) repeats; the weight of each row
+    in its slot's mean (0 for the later repeats with ``duplicates="first"``)."""
+    unit = "line" if rows.pos else "point"
+    pos = rows.pos or list(range(1, t.size + 1))
+    raw = rows.raw or [_iso(x) for x in t]
+    _, first, inverse = np.unique(t, return_index=True, return_inverse=True)
+    first_of = first[inverse]  # the row where each row's timestamp first appears
+    repeat = first_of != np.arange(t.size)
+    before = np.maximum.accumulate(t)
+    back = np.zeros(t.size, dtype=bool)
+    back[1:] = (t[1:] < before[:-1]) & ~repeat[1:]
+    if back.any():
+        i = int(back.argmax())
+        j = int(np.flatnonzero(t[:i] > t[i])[0])
+        hint = "; if the times are local and the clock went back, give their zone (tz)"
+        raise DataFormatError(
+            f"{where} {unit} {pos[i]}: timestamp {raw[i]} is earlier than {raw[j]} of {unit} "
+            f"{pos[j]}; rows must be in time order (they are never sorted){hint}."
+        )
+    if repeat.any() and duplicates == "error":
+        idx = np.flatnonzero(repeat)
+        pairs = [(pos[i], pos[int(first_of[i])]) for i in idx]
+        shown = ", ".join(
+            f"{unit} {pos[i]} repeats {raw[i]} of {unit} {pos[int(first_of[i])]}" for i in idx[:5]
+        )
+        more = f" and {idx.size - 5} more" if idx.size > 5 else ""
+        raise DuplicateTimestampError(
+            f"{where} has {idx.size} repeated timestamp(s): {shown}{more}", pairs
+        )
+    return (~repeat if duplicates == "first" else np.ones(t.size, dtype=bool)).astype(np.float64)
+
+
 def _build(
     rows: _Rows,
     name: str,
@@ -271,39 +399,28 @@ def _build(
     k: int = 5,
     n_rows: int | None = None,
     duplicates: str = "error",
+    tz: str | None = None,
 ) -> Series:
     """Check the order, bin onto the grid and impute: the core of :func:`regularize`."""
     t = np.asarray(rows.t, dtype=np.float64)
-    unit = "line" if rows.pos else "point"
     if t.size < 2:
         raise InsufficientDataError(f"{where} has {t.size} point(s); at least 2 are needed.")
     check_param(
-        duplicates in ("error", "mean"), "duplicates", "read_csv", "'error' or 'mean'", duplicates
+        duplicates in DUPLICATES, "duplicates", "read_csv", "'error', 'first' or 'mean'", duplicates
     )
-    gaps = np.diff(t)
-    bad = np.flatnonzero(gaps < 0 if duplicates == "mean" else gaps <= 0)
-    if bad.size:
-        i = int(bad[0]) + 1
-        pos = rows.pos or [i, i + 1]
-        raw = rows.raw or [_iso(t[i - 1]), _iso(t[i])]
-        a, b = (i - 1, i) if rows.pos else (0, 1)
-        how = "repeats" if t[i] == t[i - 1] else "is earlier than"
-        raise DataFormatError(
-            f"{where} {unit} {pos[b]}: timestamp {raw[b]} {how} {raw[a]} of {unit} {pos[a]}; "
-            "rows must be in time order (they are never sorted)."
-        )
+    weight = _check_order(rows, t, where, duplicates)
     v = np.asarray(rows.v, dtype=np.float64)
     if np.isnan(v).all():
         raise DataFormatError(f"{where} has no numeric values.")
-    step = _infer_step(t) if step_s is None else step_s
+    step = _infer_step(np.unique(t)) if step_s is None else step_s
     t0 = math.floor(t[0] / step) * step
     slot = np.floor((t - t0) / step).astype(np.int64)
-    n = int(slot[-1]) + 1
+    n = int(slot.max()) + 1
     if n > _MAX_SLOTS:
         raise ParameterError(f"{where} spans {n} steps of {step} s; give a larger step_s.")
     if n < 2:
         raise InsufficientDataError(f"{where} fits in one step of {step} s; need at least 2.")
-    ok = ~np.isnan(v)
+    ok = ~np.isnan(v) & (weight > 0)
     total = np.bincount(slot[ok], weights=v[ok], minlength=n)
     count = np.bincount(slot[ok], minlength=n)
     mean = np.full(n, np.nan)
@@ -314,8 +431,22 @@ def _build(
         np.maximum.at(labels, slot, np.asarray(rows.lab, dtype=np.int8))
     times = (t0 + step * np.arange(n, dtype=np.int64)).astype("datetime64[s]")
     filled = _impute(mean, step, k)
+    source = SourceRows(
+        text=tuple(rows.raw) if rows.raw else tuple(_iso(x) for x in t),
+        value=v,
+        line=np.asarray(rows.pos or range(1, t.size + 1), dtype=np.int64),
+        slot=slot,
+        tz=tz,
+    )
     return Series(
-        name, times, filled, labels, step, np.isnan(mean), t.size if n_rows is None else n_rows
+        name,
+        times,
+        filled,
+        labels,
+        step,
+        np.isnan(mean),
+        t.size if n_rows is None else n_rows,
+        source,
     )
 
 
@@ -507,7 +638,8 @@ def read_csv(
     *,
     name: str | None = None,
     step_s: int | None = None,
-    duplicates: Literal["error", "mean"] = "error",
+    duplicates: Duplicates = "error",
+    tz: str | None = None,
 ) -> Series:
     """Read a ``timestamp,value[,label]`` CSV file (NAB, KPI and UCR-derived files).
 
@@ -520,13 +652,21 @@ def read_csv(
         Name of the series (default: the file stem, or ``"series"``).
     step_s : int, optional
         Grid step [s]; inferred when None.
-    duplicates : {"error", "mean"}
-        A repeated timestamp is an error (default), or, with ``"mean"``, its values are
-        averaged like several readings in one step (some NAB files repeat timestamps).
+    duplicates : {"error", "first", "mean"}
+        A repeated timestamp is a :class:`DuplicateTimestampError` naming the lines
+        (default); ``"first"`` keeps the first row's value, ``"mean"`` averages them like
+        several readings in one step (some NAB files repeat timestamps).  Either way every
+        row stays in :attr:`Series.rows`.
+    tz : str, optional
+        IANA zone (``"Europe/Berlin"``) of timestamps written without an offset: local
+        times of an export across clock changes.  A local time the autumn change repeats
+        is read as summer time until the file steps back, then as winter time; a local time
+        the spring change skips is an error.  Default: zone-less times are UTC.
 
     Returns
     -------
     Series
+        With :attr:`Series.rows` (the rows' own timestamp texts and slots).
 
     Raises
     ------
@@ -534,17 +674,71 @@ def read_csv(
         If the file does not exist.
     DataFormatError
         If the file is empty, lacks a column, has a short (truncated) or non-numeric line,
-        a label other than 0/1, times out of order, or no numeric value at all.
+        a label other than 0/1, times out of order or repeated (see ``duplicates``), a
+        local time that does not exist in ``tz``, or no numeric value at all.
+    ParameterError
+        If ``tz`` is not a known zone or ``duplicates`` not one of :data:`DUPLICATES`.
     InsufficientDataError
         If it has fewer than two points.
     """
+    zone = _zone(tz, "read_csv")
     where, groups = _read_table(
         source, cols=("timestamp", "value", "label"), key=None, need_label=False
     )
     rows = groups.get("", _Rows())
+    if zone is not None:
+        rows.t = _localize(rows, zone, where)
     path = source if isinstance(source, str | os.PathLike) else getattr(source, "name", "series")
     default = Path(str(path)).stem
-    return _build(rows, name or default, where, step_s, duplicates=duplicates)
+    return _build(rows, name or default, where, step_s, duplicates=duplicates, tz=tz)
+
+
+def _zone(tz: str | None, owner: str) -> ZoneInfo | None:
+    if tz is None:
+        return None
+    try:
+        return ZoneInfo(tz)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        check_param(False, "tz", owner, "an IANA time zone such as 'Europe/Berlin'", tz)
+        raise  # pragma: no cover - check_param raised
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _localize(rows: _Rows, zone: ZoneInfo, where: str) -> list[float]:
+    """Epoch seconds of the rows with zone-less ISO times read as local times in ``zone``.
+
+    An ambiguous local time (the hour an autumn change repeats) is the earlier instant
+    unless that would not come after the previous row, then the later one; a local time
+    that does not exist (the hour a spring change skips) is an error naming the line.
+    """
+    out: list[float] = []
+    prev = -math.inf
+    for t, raw, line in zip(rows.t, rows.raw, rows.pos, strict=True):
+        naive = None if _is_number(raw) else datetime.fromisoformat(raw)
+        if naive is None or naive.tzinfo is not None:  # epoch seconds or an offset: instants
+            out.append(t)
+            prev = max(prev, t)
+            continue
+        early = naive.replace(tzinfo=zone, fold=0).timestamp()
+        late = naive.replace(tzinfo=zone, fold=1).timestamp()
+        if datetime.fromtimestamp(min(early, late), zone).replace(tzinfo=None) != naive:
+            raise DataFormatError(
+                f"{where} line {line}: local time {raw} does not exist in {zone.key} "
+                "(the clock skips it)."
+            )
+        x = min(early, late)
+        if early != late and x <= prev:
+            x = max(early, late)
+        out.append(x)
+        prev = max(prev, x)
+    return out
 
 
 def _read_many(source: Source, cols: tuple[str, str, str], key: str) -> dict[str, Series]:
@@ -691,9 +885,12 @@ def write_kpi(path: Source, series: Mapping[str, Series]) -> None:
 
 
 def load_file(
-    path: str | os.PathLike[str], *, duplicates: Literal["error", "mean"] = "error"
+    path: str | os.PathLike[str], *, duplicates: Duplicates = "error", tz: str | None = None
 ) -> Series:
     """A ``timestamp,value[,label]`` CSV or a Green Button XML file, told apart by content.
+
+    ``duplicates`` and ``tz`` apply to CSV files (:func:`read_csv`); Green Button times
+    are instants and do not repeat.
 
     Raises
     ------
@@ -701,6 +898,8 @@ def load_file(
         If the file does not exist.
     DataFormatError
         As :func:`read_csv` / :func:`read_greenbutton`.
+    ParameterError
+        As :func:`read_csv`.
     """
     p = Path(path)
     if not p.is_file():
@@ -709,4 +908,4 @@ def load_file(
         head = f.read(512).lstrip()
     if head.startswith(b"<"):
         return read_greenbutton(p, name=p.stem)
-    return read_csv(p, name=p.stem, duplicates=duplicates)
+    return read_csv(p, name=p.stem, duplicates=duplicates, tz=tz)

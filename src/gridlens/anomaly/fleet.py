@@ -19,11 +19,12 @@ def _one(
     model: str,
     params: dict[str, Any],
     options: dict[str, Any],
+    read_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from gridlens.anomaly.run import detect
 
     if isinstance(series, str):
-        series = load_file(series)
+        series = load_file(series, **(read_options or {}))
     assert isinstance(series, Series)
     res = detect(series, model, **options, **params)
     return res.to_dict()
@@ -37,6 +38,7 @@ def score_many(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = False,
+    read_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Run :func:`gridlens.anomaly.run.detect` on every series as Dask tasks.
@@ -53,6 +55,8 @@ def score_many(
         Address of a running Dask scheduler (``tcp://HOST:8786``).
     progress : bool
         One line per finished series on stderr.
+    read_options : dict, optional
+        ``duplicates`` and ``tz`` for the files (:func:`gridlens.anomaly.data.load_file`).
 
     Returns
     -------
@@ -80,7 +84,9 @@ def score_many(
             )
             client = Client(cluster)
         futs = [
-            client.submit(_safe, s, model, params, options, pure=False, key=f"detect-{k}")
+            client.submit(
+                _safe, s, model, params, options, read_options, pure=False, key=f"detect-{k}"
+            )
             for k, s in enumerate(series)
         ]
         order = {f.key: k for k, f in enumerate(futs)}
@@ -100,10 +106,14 @@ def score_many(
 
 
 def _safe(
-    series: Series | str, model: str, params: dict[str, Any], options: dict[str, Any]
+    series: Series | str,
+    model: str,
+    params: dict[str, Any],
+    options: dict[str, Any],
+    read_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     try:
-        return _one(series, model, params, options)
+        return _one(series, model, params, options, read_options)
     except InputError as exc:
         name = Path(series).stem if isinstance(series, str) else series.name
         return {"series": name, "error": str(exc)}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gridlens.errors import ParameterError
+from gridlens.errors import DataFormatError, ParameterError
 
 MODEL_CHOICES = ("cnn-gru-ae", "hybrid", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
 # gridlens.anomaly.bench.NEURAL and gridlens.anomaly.detectors.AUGMENTS (a test keeps them
@@ -59,7 +59,30 @@ def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
         "signs, or unchanged copies",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scores-out", help="write timestamp,value,score,is_anomaly CSV here")
+    p.add_argument(
+        "--scores-out",
+        help="write timestamp,value,score,is_anomaly CSV here: one row per input row, in "
+        "input order, with the input's own timestamp text",
+    )
+    p.add_argument(
+        "--include-imputed",
+        action="store_true",
+        help="with --scores-out: also write the grid points that were imputed (gaps) and "
+        "add an imputed column (1 = value imputed)",
+    )
+    p.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="CSV timestamps without an offset are local times in this IANA zone "
+        "(e.g. Europe/Berlin): the hour repeated in autumn is read in order, the hour "
+        "skipped in spring is no gap (default: UTC)",
+    )
+    p.add_argument(
+        "--duplicates",
+        choices=("first", "mean"),
+        help="repeated timestamps: keep the first value or average them (default: an error "
+        "naming the lines)",
+    )
     p.add_argument("--plot", help="PNG of the series with scores and flagged points")
     p.add_argument("--db", help="gridlens store URL (with --device)")
     p.add_argument("--device", help="device name or id in the store")
@@ -122,6 +145,8 @@ def _cmd_detect(args: argparse.Namespace, emit_json: Any) -> int:
         raise ParameterError(
             f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_CHOICES)}"
         )
+    if args.include_imputed and not args.scores_out:
+        raise ParameterError("--include-imputed applies to --scores-out FILE")
     if args.benchmark:
         from gridlens.anomaly.bench import run_benchmark
 
@@ -138,9 +163,7 @@ def _cmd_detect(args: argparse.Namespace, emit_json: Any) -> int:
             raise ParameterError("give a FILE, --db URL --device NAME, or --benchmark")
         if len(args.files) > 1:
             return _fleet(args, emit_json)
-        from gridlens.anomaly.data import load_file
-
-        series = [load_file(args.files[0])]
+        series = [_load(args.files[0], args)]
     from gridlens.anomaly.run import detect
 
     s = series[0]
@@ -154,7 +177,7 @@ def _cmd_detect(args: argparse.Namespace, emit_json: Any) -> int:
         **_params(args),
     )
     if args.scores_out:
-        _write_scores(args.scores_out, res)
+        _write_scores(args.scores_out, res, include_imputed=args.include_imputed)
     if args.plot:
         from gridlens.anomaly.plot import plot_run
 
@@ -167,14 +190,53 @@ def _cmd_detect(args: argparse.Namespace, emit_json: Any) -> int:
     return 0
 
 
-def _write_scores(path: str, res: Any) -> None:
+def _load(path: str, args: argparse.Namespace) -> Any:
+    """A file with the reading options; a repeat is worded with the CLI's flags."""
+    from gridlens.anomaly.data import DuplicateTimestampError, load_file
+
+    try:
+        return load_file(path, duplicates=args.duplicates or "error", tz=args.tz)
+    except DuplicateTimestampError as exc:
+        raise DataFormatError(
+            f"{exc.detail}; pass --duplicates first|mean to keep the first or average them"
+            + ("" if args.tz else ", or --tz ZONE if the times are local and the clock went back")
+        ) from None
+
+
+def _write_scores(path: str, res: Any, *, include_imputed: bool = False) -> None:
+    """One row per input row, in input order, with its own timestamp text; the imputed grid
+    points (gaps) only with ``include_imputed``, which adds the ``imputed`` column."""
     s = res.series
+    rows = s.rows
     tmp = Path(path).with_suffix(Path(path).suffix + ".part")
     with tmp.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["timestamp", "value", "score", "is_anomaly"])
-        for t, v, sc, fl in zip(s.times, s.values, res.scores, res.flags, strict=True):
-            w.writerow([str(t), f"{v:.6g}", f"{sc:.6g}", int(fl)])
+        w.writerow(
+            ["timestamp", "value", "score", "is_anomaly"] + (["imputed"] if include_imputed else [])
+        )
+
+        def grid_row(k: int) -> list[str]:
+            t = float(s.epoch_s[k])
+            text = str(s.times[k]) if rows is None else rows.format_time(t)
+            return [text, f"{s.values[k]:.12g}", f"{res.scores[k]:.6g}", str(int(res.flags[k]))]
+
+        if rows is None:  # a series made from arrays: its grid, imputed points on request
+            for k in range(len(s)):
+                if include_imputed or not s.imputed[k]:
+                    w.writerow(grid_row(k) + ([str(int(s.imputed[k]))] if include_imputed else []))
+        else:
+            seen = -1
+            for text, v, k in zip(rows.text, rows.value, rows.slot.tolist(), strict=True):
+                if include_imputed:
+                    w.writerows([*grid_row(g), "1"] for g in range(seen + 1, k))
+                seen = max(seen, k)
+                missing = v != v  # NaN: the row had no value, the detector saw an imputed one
+                value = f"{s.values[k] if missing else v:.12g}"
+                row = [text, value, f"{res.scores[k]:.6g}", str(int(res.flags[k]))]
+                if include_imputed:
+                    w.writerow([*row, str(int(missing))])
+                else:
+                    w.writerow([text, "" if missing else value, *row[2:]])
     tmp.replace(path)
 
 
@@ -223,6 +285,7 @@ def _fleet(args: argparse.Namespace, emit_json: Any) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         progress=not args.json,
+        read_options={"duplicates": args.duplicates or "error", "tz": args.tz},
     )
     if args.json:
         emit_json({"model": args.model, "series": rows})
