@@ -29,6 +29,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,10 +49,14 @@ KINDS = (".csv", ".npz", ".cfg", ".cff")
 
 
 def _scratch() -> Path:
+    """A folder for the files the targets read: the parent's (GRIDLENS_FUZZ_DIR), in memory
+    when /dev/shm is writable."""
+    given = os.environ.get("GRIDLENS_FUZZ_DIR")
+    if given:
+        return Path(given)
     shm = Path("/dev/shm")
     base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    d = Path(tempfile.mkdtemp(prefix="gridlens-fuzz-", dir=base))
-    return d
+    return Path(tempfile.mkdtemp(prefix="gridlens-fuzz-", dir=base))
 
 
 def make_target(name: str) -> Callable[[bytes], None]:
@@ -156,6 +161,28 @@ def seeds(name: str) -> list[bytes]:
     raise SystemExit(f"unknown target {name!r}")
 
 
+# libFuzzer dictionaries: tokens that mutations seldom spell out by themselves
+DICTS = {
+    "image": [b"\xff\xd8\xff", b"\xff\xc0", b"\xff\xc2", b"\xff\xda", b"\xff\xd9",
+              b"\x89PNG\r\n\x1a\n", b"IHDR", b"IDAT", b"IEND", b"\xff\xff\xff\xff"],
+    "roi": [b'"digits"', b'"decimals"', b'"reference"', b'"markers"', b'"image"', b'"rotate"',
+            b'"refined"', b'"x"', b'"y"', b'"w"', b'"h"', b"[[[[[[[[", b"{", b"}", b"NaN",
+            b"Infinity", b"-Infinity", b"1e309", b"99999999999999999999", b"-0", b"true",
+            b"null", b'"\\u0000"'],
+    "waveform": [b"ASCII", b"BINARY", b"BINARY32", b"FLOAT32", b"1991", b"1999", b"2013",
+                 b"--- file type: DAT BINARY ---", b"--- file type: CFG ---", b"\x93NUMPY",
+                 b"PK\x03\x04", b"PK\x01\x02", b"'shape': (", b"'descr': '<f8'", b"t,v,i",
+                 b"nan", b"inf", b"1e308", b"4294967295", b"2000000000"],
+}  # fmt: skip
+
+
+def write_dict(name: str, folder: Path) -> Path:
+    path = folder / f"{name}.dict"
+    lines = ['"' + "".join(f"{chr(92)}x{c:02x}" for c in tok) + '"\n' for tok in DICTS[name]]
+    path.write_text("".join(lines))
+    return path
+
+
 # ---------------------------------------------------------------------------------- child
 
 
@@ -198,6 +225,7 @@ def child(name: str, seconds: int, corpus: Path, known: set[str], args: argparse
         "-max_len=65536",
         "-print_final_stats=1",
         f"-artifact_prefix={CRASHES}/{name}-",
+        f"-dict={write_dict(name, corpus.parent)}",
         str(corpus),
     ]
     atheris.Setup(libfuzzer, one)
@@ -208,7 +236,16 @@ def child(name: str, seconds: int, corpus: Path, known: set[str], args: argparse
 
 
 def run_target(name: str, args: argparse.Namespace) -> dict[str, object]:
-    corpus = Path(tempfile.mkdtemp(prefix=f"gridlens-fuzz-{name}-corpus-"))
+    work = _scratch()
+    try:
+        return _run_target(name, args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_target(name: str, args: argparse.Namespace, work: Path) -> dict[str, object]:
+    corpus = work / "corpus"
+    corpus.mkdir()
     for k, seed in enumerate(seeds(name)):
         (corpus / f"seed-{k}").write_bytes(seed)
     known: list[str] = []
@@ -224,7 +261,10 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, object]:
             "--known", json.dumps(known), "--input-timeout", str(args.input_timeout),
             "--rss-mb", str(args.rss_mb),
         ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        env = {**os.environ, "GRIDLENS_FUZZ_DIR": str(work)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=env)
+        if "Dictionary:" not in proc.stderr:
+            print(f"  {name}: libFuzzer did not load the dictionary", file=sys.stderr)
         remaining -= time.monotonic() - t0
         err = proc.stderr
         executions += sum(int(m) for m in re.findall(r"stat::number_of_executed_units: (\d+)", err))
