@@ -201,3 +201,21 @@ def test_late_photos_never_resynchronise() -> None:
         d = judge(fv, conf, now=60.0 * k, history=hist, limits=limits, decimals=1)  # type: ignore[arg-type]
         assert d.status == "rejected" and not d.resynced
         hist = hist.record(60.0 * k, d)
+
+
+def test_an_unsure_last_wheel_does_not_move_the_meter_on() -> None:
+    # a last wheel read 2.2 with little confidence (a "1" half-way to "2", misread) would
+    # advance the meter past the true reading and block every true reading below it
+    hist = History(accepted=((-120.0, 1234.0), (-60.0, 1234.1)))
+    fv, conf = _frame(1234.2)
+    conf[-1] = 0.4
+    d = judge(fv, conf, now=0.0, history=hist, limits=Limits(), decimals=1)  # type: ignore[arg-type]
+    assert d.status == "rejected" and "last wheel is unsure (confidence 0.40)" in (d.reason or "")
+    assert d.candidate == pytest.approx(1234.2)
+    fv, conf = _frame(1234.1)  # unsure, but no further than the meter already is: fine
+    conf[-1] = 0.4
+    d = judge(fv, conf, now=0.0, history=hist, limits=Limits(), decimals=1)  # type: ignore[arg-type]
+    assert d.status == "ok" and d.value == pytest.approx(1234.1)
+    fv, conf = _frame(1234.2)  # sure: accepted
+    d = judge(fv, conf, now=0.0, history=hist, limits=Limits(), decimals=1)  # type: ignore[arg-type]
+    assert d.status == "ok" and d.value == pytest.approx(1234.2)

@@ -228,6 +228,23 @@ def judge(
         return Decision("ok", primary.value, note=note, candidate=primary.value)
 
     n = len(primary.digits)
+    last_v = history.accepted[-1][1]
+
+    def unsure_advance(value: float) -> Decision | None:
+        # an unsure rightmost wheel does not move the meter on: a wrong advance accepted
+        # blocks every true reading below it until the meter catches up, a wait costs a frame
+        if value <= last_v + 1e-9 or confidences[n - 1] >= UNSURE:
+            return None
+        return Decision(
+            "rejected",
+            None,
+            reason=(
+                f"the last wheel is unsure (confidence {confidences[n - 1]:.2f}) and would move "
+                f"the reading on to {_fmt(value, decimals)}: waiting for a clearer photo"
+            ),
+            candidate=primary.value,
+        )
+
     problem = _problem(primary.value, now, history, limits, decimals)
     # alternatives worth weighing even when the primary is plausible: an ambiguous carry, or
     # any wheel the model is unsure of (a last wheel merely near a digit change is not)
@@ -237,7 +254,9 @@ def judge(
         if a.wheel is not None and (a.wheel < n - 1 or confidences[a.wheel] < UNSURE)
     ]
     if problem is None and not shaky:
-        return Decision("ok", primary.value, candidate=primary.value)
+        return unsure_advance(primary.value) or Decision(
+            "ok", primary.value, candidate=primary.value
+        )
 
     # the frame is ambiguous or implausible: choose among the candidates that fit the history
     pool: list[Candidate] = [primary, *shaky] if problem is None else list(frame.candidates)
@@ -256,6 +275,9 @@ def judge(
             return c.score * (math.exp(-0.5 * (d / HISTORY_SIGMA) ** 2) + HISTORY_FLOOR)
 
         best = max(valid, key=support)
+        held = unsure_advance(best.value)
+        if held is not None:
+            return held
         if best is primary:
             return Decision("ok", primary.value, candidate=primary.value)
         w = best.wheel if best.wheel is not None else 0
@@ -312,9 +334,7 @@ def _before_first(
     if problem is None:
         return Decision("ok", primary.value, candidate=primary.value)
     valid = [
-        c
-        for c in frame.candidates
-        if _late_problem(c.value, now, later, limits, decimals) is None
+        c for c in frame.candidates if _late_problem(c.value, now, later, limits, decimals) is None
     ]
     if not valid:
         return Decision("rejected", None, reason=problem, candidate=primary.value)
