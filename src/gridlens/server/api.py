@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 from starlette.concurrency import run_in_threadpool
 
-from gridlens.errors import DataFormatError
+from gridlens.errors import DataFormatError, ParameterError
 from gridlens.server.auth import Admin, Device, DeviceOrViewer, Operator, Viewer
 from gridlens.server.bodies import read_body
 from gridlens.server.contract import CommandId, DateTime, DeviceId, errors
@@ -33,6 +33,7 @@ from gridlens.store.pulls import PULL_INTERVAL_S, PullChange, pull_source
 from gridlens.store.queries import (
     MAX_BUCKETS,
     consumption_window,
+    counter_span,
     counter_window,
     readings_csv_chunks,
     readings_json_chunks,
@@ -47,12 +48,14 @@ from gridlens.store.repo import (
 from gridlens.store.series import consumption
 from gridlens.store.timeutil import iso
 
-__all__ = ["GREENBUTTON_MAX_BYTES", "router"]
+__all__ = ["GREENBUTTON_MAX_BYTES", "MAX_EXPORT_INTERVALS", "router"]
 
 router = APIRouter(prefix="/api/v1", route_class=GuardedRoute)
 
 #: Largest Green Button file ``POST /devices/{id}/import/greenbutton`` takes. [bytes]
 GREENBUTTON_MAX_BYTES = 50 * 1024 * 1024
+#: Most intervals one Green Button export answers (about 1 KB of memory each).
+MAX_EXPORT_INTERVALS = 50_000
 _ROI_JSON_BYTES = 256 * 1024  # an ROI document and the JSON around a reference photo
 
 Since = Annotated[
@@ -617,7 +620,11 @@ def export_csv(
             "content": {"application/atom+xml": {"schema": {"type": "string"}}},
             "description": "Green Button (ESPI) XML",
         },
-        **errors(404, e422="a bad interval, or a meter that does not count kWh"),
+        **errors(
+            404,
+            e422="a bad interval, a meter that does not count kWh, or a history of more than "
+            f"{MAX_EXPORT_INTERVALS:,} intervals",
+        ),
     },
 )
 def export_greenbutton(
@@ -636,6 +643,14 @@ def export_greenbutton(
     from gridlens.store.repo import greenbutton_export
 
     store = _store(request)
+    span = counter_span(store, device_id)
+    if span is not None and (span[1] - span[0]) / max(interval, 1) > MAX_EXPORT_INTERVALS:
+        n = int((span[1] - span[0]) / interval)
+        raise ParameterError(
+            f"the meter's history makes {n:,} intervals of {interval} s; the limit is "
+            f"{MAX_EXPORT_INTERVALS:,} per export: ask for a longer interval (3600 or 86400), "
+            "or use `gridlens export` on the server"
+        )
     data = greenbutton_export(store, device_id, interval)
     name = store.device(device_id).name
     return Response(

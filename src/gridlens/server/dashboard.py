@@ -62,6 +62,7 @@ from gridlens.server.pages import user_or_response as _user_or_response
 from gridlens.server.pages import who as _who
 from gridlens.store.models import Device, Reading
 from gridlens.store.pulls import pull_source
+from gridlens.store.queries import counter_thinned
 from gridlens.store.repo import (
     COMMANDS,
     Principal,
@@ -212,7 +213,8 @@ async def send_command(device_id: int, request: Request) -> Response:
 
 @router.get("/meters/{device_id}/counter.json")
 def counter_json(device_id: int, request: Request, days: float = 31.0) -> Response:
-    """Accepted counter values of the last ``days`` (at most 2000 points, evenly thinned)."""
+    """Accepted counter values of the last ``days`` (about 2000 points at most, evenly
+    thinned as they are read)."""
     who = _who(request)
     if who is None:
         return JSONResponse({"detail": "log in first"}, status_code=401)
@@ -221,10 +223,7 @@ def counter_json(device_id: int, request: Request, days: float = 31.0) -> Respon
     if dev is None:
         return JSONResponse({"detail": f"no device with id {device_id}"}, status_code=404)
     days = min(max(days, 1 / 24), 3660.0) if math.isfinite(days) else 31.0
-    t, v = store.counter(device_id, since=time.time() - days * 86400.0)
-    if t.size > 2000:
-        keep = np.unique(np.append(np.linspace(0, t.size - 1, 2000).round().astype(int), -1))
-        t, v = t[keep], v[keep]
+    t, v = counter_thinned(store, device_id, time.time() - days * 86400.0, 2000)
     return JSONResponse({"unit": dev.unit, "t": t.tolist(), "v": v.tolist()})
 
 

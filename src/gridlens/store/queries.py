@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 
 from gridlens.errors import ParameterError
 from gridlens.store.models import Reading
@@ -33,6 +33,8 @@ __all__ = [
     "bucket_count",
     "consumption_window",
     "counter_arrays",
+    "counter_span",
+    "counter_thinned",
     "counter_window",
     "iter_readings",
     "readings_csv_chunks",
@@ -174,6 +176,51 @@ def counter_window(
         after = base.where(Reading.captured_at > hi).order_by(Reading.captured_at).limit(1)
         parts.append(counter_arrays(store, after))
     return np.concatenate([t for t, _ in parts]), np.concatenate([v for _, v in parts])
+
+
+def counter_span(store: Store, device_id: int) -> tuple[float, float] | None:
+    """Times of the first and last accepted counter value (None: fewer than one)."""
+    with store.session() as s:
+        lo, hi = s.execute(
+            select(func.min(Reading.captured_at), func.max(Reading.captured_at)).where(
+                Reading.device_id == device_id, Reading.status == "ok"
+            )
+        ).one()
+    return None if lo is None or hi is None else (float(lo), float(hi))
+
+
+def counter_thinned(
+    store: Store, device_id: int, since: float, points: int = 2000
+) -> tuple[F64, F64]:
+    """At most about ``points`` accepted counter values from ``since`` on, evenly spaced in
+    index (every k-th and the last), read a page at a time and thinned as they come."""
+    q = select(Reading.captured_at, Reading.value).where(
+        Reading.device_id == device_id,
+        Reading.status == "ok",
+        Reading.value.is_not(None),
+        Reading.captured_at >= since,
+    )
+    with store.session() as s:
+        n = int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+    step = max(1, math.ceil(n / points))
+    kept_t: list[float] = []
+    kept_v: list[float] = []
+    last: tuple[float, float] | None = None
+    i = 0
+    with store.session() as s:
+        result = s.execute(q.order_by(Reading.captured_at).execution_options(yield_per=PAGE_ROWS))
+        for page in result.partitions():
+            for t, v in page:
+                value = math.nan if v is None else float(v)  # never: the query wants values
+                if i % step == 0:
+                    kept_t.append(float(t))
+                    kept_v.append(value)
+                last = (float(t), value)
+                i += 1
+    if last is not None and kept_t[-1] != last[0]:
+        kept_t.append(last[0])
+        kept_v.append(last[1])
+    return np.asarray(kept_t, dtype=float), np.asarray(kept_v, dtype=float)
 
 
 def bucket_count(lo: float, hi: float, bucket_s: float) -> int:

@@ -1186,6 +1186,13 @@ def greenbutton_export(store: Store, device_id: int, interval_s: int = 3600) -> 
     if dev.unit != "kWh":
         raise ParameterError(f"Green Button export needs a kWh meter; {dev.name} counts {dev.unit}")
     t, v = store.counter(device_id)
+    if t.size >= 2 and bool(np.all(np.diff(t) > 0)) and bool(np.all(np.diff(v) >= 0)):
+        # the counter at the interval boundaries gives the same intervals as every reading
+        # (linear between readings): a datetime per interval, not per reading
+        edges = np.arange(math.ceil(t[0] / interval_s), math.floor(t[-1] / interval_s) + 1)
+        if edges.size >= 2:
+            at = edges * float(interval_s)
+            t, v = at, np.interp(at, t, v)
     times = [datetime.fromtimestamp(float(x), UTC) for x in t]
     intervals = counter_to_intervals(times, [float(x) for x in v], interval_s)
     return write_greenbutton(
