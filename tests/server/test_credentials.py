@@ -160,9 +160,12 @@ def test_patch_device_settings(env: dict[str, Any], layout: Layout) -> None:
 # ------------------------------------------------------------------------------ the CLI
 
 
+_CLI = (sys.executable, "-m", "gridlens.cli")
+
+
 def _cli(db: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gridlens.cli", *args, "--db", db],
+        [*_CLI, *args, "--db", db],
         capture_output=True,
         text=True,
         timeout=60,
@@ -231,6 +234,26 @@ def test_cli_manages_device_and_user_credentials(
     assert _ok(db, "user", "revoke", "ada", "--sessions") == {"user": "ada", "revoked": 2}
     assert store.resolve(tok["token"]) is None
 
+    # a password must have 12 characters (issue 19, finding 10); stdin gives it
+    r = subprocess.run(
+        [*_CLI, "user", "add", "short", "--password-stdin", "--db", db],
+        input="8-chars!\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "at least 12 characters, got 8" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+    assert "short" not in {u["name"] for u in store.users()}
+    r = subprocess.run(
+        [*_CLI, "user", "add", "long", "--password-stdin", "--db", db, "--json"],
+        input="twelve-chars\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and store.check_password("long", "twelve-chars") is not None
+
     actions = {
         (e["action"], e["target"]) for e in store.audit_log() if e["actor"].startswith("cli:")
     }
@@ -240,5 +263,6 @@ def test_cli_manages_device_and_user_credentials(
         ("device.token.revoke", f"device:{dev.id}"),
         ("user.token.new", "user:ada"),
         ("user.token.revoke", "user:ada"),
+        ("user.add", "user:long"),
     }
     store.close()
