@@ -554,3 +554,19 @@ def test_exports_and_charts_are_bounded_by_what_they_show(
     r = c.get(f"/api/v1/devices/{dev}/export.xml?interval=900", headers=viewer)
     _one_error(r, 422, "57,", "50,000", "longer interval")
     assert c.get(f"/api/v1/devices/{dev}/export.xml?interval=3600", headers=viewer).is_success
+
+
+def test_text_the_database_cannot_keep_is_422(env: dict[str, Any], layout: Layout) -> None:
+    """PostgreSQL keeps no NUL in text: a unit or an ack detail with one was a 500 there."""
+    dev, token = _add_device(env, layout)
+    c, admin = env["client"], env["admin"]
+    r = c.patch(f"/api/v1/devices/{dev}", json={"unit": "k\x00Wh"}, headers=admin)
+    _one_error(r, 422, "unit")
+    r = c.post("/api/v1/devices", json=layout.device_body("m2", unit="m\x013"), headers=admin)
+    _one_error(r, 422, "unit")
+    cmd = c.post(f"/api/v1/devices/{dev}/commands", json={"action": "capture"}, headers=admin)
+    url = f"/api/v1/devices/{dev}/commands/{cmd.json()['id']}/ack"
+    bearer = {"Authorization": f"Bearer {token}"}
+    _one_error(c.post(url, json={"ok": True, "detail": "a\x00b"}, headers=bearer), 422, "detail")
+    assert c.post(url, json={"ok": True, "detail": "two\nlines"}, headers=bearer).is_success
+    assert c.get(f"/api/v1/devices/{dev}", headers=admin).json()["unit"] == "kWh"

@@ -80,6 +80,9 @@ def _upload_bytes(settings: Settings) -> int:
 # The store checks these (with messages in its words); the schema documents them.
 _NAME_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$"}
 _UNIT_RULE: JsonDict = {"minLength": 1, "maxLength": 16}
+# text the database keeps as text: no control characters (PostgreSQL stores no NUL at all)
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_NO_NUL = r"^[^\x00]*$"
 _RATE_RULE: JsonDict = {"exclusiveMinimum": 0}
 _INTERVAL_RULE: JsonDict = {"minimum": 10, "maximum": 86400}
 _PULL_INTERVAL_RULE: JsonDict = {"minimum": PULL_INTERVAL_S[0], "maximum": PULL_INTERVAL_S[1]}
@@ -95,7 +98,7 @@ class DeviceIn(BaseModel):
     reference_jpeg_b64: str | None = Field(
         None, description="base64 of the reference photo the ROI boxes refer to"
     )
-    unit: str = Field("kWh", json_schema_extra=_UNIT_RULE)
+    unit: str = Field("kWh", pattern=_PRINTABLE, json_schema_extra=_UNIT_RULE)
     max_rate: float | None = Field(
         None, description="plausibility limit, unit per hour", json_schema_extra=_RATE_RULE
     )
@@ -117,7 +120,9 @@ class DeviceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, examples=["meter-kitchen-2"], json_schema_extra=_NAME_RULE)
-    unit: str | None = Field(None, examples=["m3"], json_schema_extra=_UNIT_RULE)
+    unit: str | None = Field(
+        None, examples=["m3"], pattern=_PRINTABLE, json_schema_extra=_UNIT_RULE
+    )
     max_rate: float | None = Field(
         None, description="plausibility limit, unit per hour", json_schema_extra=_RATE_RULE
     )
@@ -197,7 +202,7 @@ CommandIn = Annotated[
 
 class AckIn(BaseModel):
     ok: bool = True
-    detail: str | None = Field(None, max_length=2000)
+    detail: str | None = Field(None, max_length=2000, pattern=_NO_NUL)
 
 
 def _store(request: Request) -> Store:
