@@ -42,11 +42,11 @@ def test_harmonics_near_the_decimated_rate_do_not_alias(f_hz):  # type: ignore[n
 
 
 @pytest.mark.parametrize("samples_per_cycle", [16.0, 20.5, 32.0, 47.3, 63.9])
-@pytest.mark.parametrize("n", [60, 5_000, 50_000])
+@pytest.mark.parametrize("n", [11, 60, 5_000, 300_000])
 def test_bandpass_equals_scipy_sosfiltfilt(samples_per_cycle, n):  # type: ignore[no-untyped-def]
     """The NumPy band-pass (kept so that `gridlens pf` need not import scipy.signal) is scipy's
     butter(1, [0.5 f0, 2 f0], 'bandpass') run by sosfiltfilt, over the whole range of decimated
-    rates the tracker uses (16-64 samples per cycle) and both convolution paths."""
+    rates the tracker uses (16-64 samples per cycle), from the shortest input to many blocks."""
     from scipy import signal
 
     from gridlens.pq.frequency import _BAND, _butter_bandpass, _filtfilt
@@ -61,3 +61,17 @@ def test_bandpass_equals_scipy_sosfiltfilt(samples_per_cycle, n):  # type: ignor
     np.testing.assert_allclose(np.concatenate([b, a]), sos[0], rtol=0, atol=1e-14)
     want = signal.sosfiltfilt(sos, x)
     np.testing.assert_allclose(_filtfilt(b, a, x), want, rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+def test_long_records_track_the_same_with_scipys_filter(monkeypatch):  # type: ignore[no-untyped-def]
+    """Records of _SCIPY_FROM decimated samples or more use scipy.signal.sosfiltfilt (4x
+    faster than the NumPy recursion once SciPy is loaded); both give the same crossings."""
+    from gridlens.pq import frequency
+
+    wf = synthesize([Harmonic(1, 230.0), Harmonic(5, 15.0, 10.0)], [Harmonic(1, 1.0)],
+                    f_hz=59.9, fs_hz=6000.0, duration_s=20.0, noise_rms_v=0.5)  # fmt: skip
+    monkeypatch.setattr(frequency, "_SCIPY_FROM", 1)
+    with_scipy = estimate_frequency(wf.v, wf.fs_hz, f0_hz=60.0).crossings
+    monkeypatch.setattr(frequency, "_SCIPY_FROM", 10**12)
+    with_numpy = estimate_frequency(wf.v, wf.fs_hz, f0_hz=60.0).crossings
+    np.testing.assert_allclose(with_numpy, with_scipy, rtol=0, atol=1e-9)
