@@ -147,3 +147,14 @@ def test_check_inside_names_the_box() -> None:
     roi = MeterROI.from_dict(_roi_dict())
     with pytest.raises(ParameterError, match="marker box 2 of 2"):
         roi.check_inside(520, 480)
+
+
+def test_hostile_json_is_a_format_error(tmp_path: Path) -> None:
+    # found by benchmarks/fuzz.py's harness (benchmarks/fuzz_crashes/)
+    p = tmp_path / "deep.json"
+    p.write_text("[" * 2000 + "]" * 2000)
+    with pytest.raises(DataFormatError, match="nested too deeply"):
+        load_roi(p)
+    p.write_text('{"digits": [{"x": ' + "9" * 5000 + ', "y": 0, "w": 1, "h": 1}]}')
+    with pytest.raises(DataFormatError, match="not a valid ROI file"):
+        load_roi(p)

@@ -331,6 +331,10 @@ def load_roi(path: str | os.PathLike[str]) -> MeterROI:
         raise DataFormatError(
             f"{p}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise DataFormatError(f"{p}: JSON nested too deeply to be an ROI file") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DataFormatError(f"{p}: not a valid ROI file: {exc}") from None
     try:
         return MeterROI.from_dict(d, base_dir=p.parent)
     except DataFormatError as exc:
