@@ -164,3 +164,16 @@ def test_record_without_current_shows_voltage_and_an_undefined_power_factor(
     assert pfs == {"dq": "-", "power_triangle": "-", "time_delay": "-"}, pfs
     assert re.search(r'id="pq-f">60\.00\d+ Hz', r.text)
     assert "undefined" in r.text
+
+
+def test_a_small_npz_that_inflates_past_the_page_limit_is_a_4xx(viewer: Any, measured: Any) -> None:
+    # 4 M samples of zeros deflate to a few kB; the page reads at most PQ_MAX_SAMPLES
+    from gridlens.server.dashboard import PQ_MAX_SAMPLES
+
+    n = PQ_MAX_SAMPLES + 1_000_000
+    body = npz_bytes({"v": np.zeros(n), "i": np.zeros(n), "fs": 6000.0})
+    assert len(body) < 100_000
+    r, _, peak_mb = measured(lambda: _post(viewer, [("big.npz", body)]))
+    assert r.status_code == 422, r.text[-400:]
+    assert "more than the 3,000,000 read at once" in _error(r)
+    assert peak_mb < 100, f"{peak_mb:.0f} MB"

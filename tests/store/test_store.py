@@ -139,3 +139,21 @@ def test_time_parsing() -> None:
     assert iso(1763719200.0) == "2025-11-21T10:00:00Z"
     with pytest.raises(ParameterError, match="not a time"):
         parse_time("soon")
+
+
+def test_names_end_where_they_seem_to(url: str) -> None:
+    store = Store.open(url)
+    with pytest.raises(ParameterError, match="must be 1-64 characters"):
+        store.add_device("abc\n", {"digits": [{"x": 0, "y": 0, "w": 4, "h": 4}], "decimals": 0})
+    store.close()
+
+
+def test_an_ack_detail_with_nul_is_stored_without_it(url: str) -> None:
+    # an MQTT ack's detail reaches the store unchecked; PostgreSQL keeps no NUL in text
+    store = Store.open(url)
+    dev, _ = store.add_device("nul", {"digits": [{"x": 0, "y": 0, "w": 4, "h": 4}], "decimals": 0})
+    cmd = store.add_command(dev.id, "flash", state="on", actor="t")
+    store.take_pending(dev.id)
+    c = store.ack_command(dev.id, cmd.id, ok=True, detail="done\x00!", via="mqtt")
+    assert c.ack_detail == "done!"
+    store.close()

@@ -78,6 +78,9 @@ log = logging.getLogger("gridlens.dashboard")
 
 #: Largest waveform upload on ``/pq`` (HTTP 413 above).
 PQ_MAX_BYTES = 20 * 1024 * 1024
+#: Most samples per channel a /pq upload may hold: about what 20 MB of binary COMTRADE carries
+#: (a small compressed .npz must not decompress into more).
+PQ_MAX_SAMPLES = 3_000_000
 _FORM_SLACK = 64 * 1024  # multipart headers and the small fields around the file
 _PQ_SUFFIXES = (".csv", ".txt", ".npz", ".cfg", ".cff")
 # the readers' messages name command-line options; the form has fields
@@ -470,7 +473,11 @@ def _analyse(files: list[tuple[str, bytes]], opts: _PQOptions) -> dict[str, Any]
             (Path(tmp) / "upload.dat").write_bytes(dats[0])
         try:
             wf = pq.read_waveform(
-                path, fs_hz=opts.fs_hz, v_channel=opts.v_channel, i_channel=opts.i_channel
+                path,
+                fs_hz=opts.fs_hz,
+                v_channel=opts.v_channel,
+                i_channel=opts.i_channel,
+                max_samples=PQ_MAX_SAMPLES,
             )
             wf = dataclasses.replace(wf, source=name)
             rep = pq.analyze(

@@ -385,7 +385,8 @@ class CommandsMixin:
         if c.delivered_at is None:
             c.delivered_at, c.delivered_via = now, via
         c.status, c.acked_at, c.ack_ok = "acked", now, ok
-        c.ack_detail = None if detail is None else str(detail)[:500]
+        # PostgreSQL keeps no NUL in text: an MQTT ack's detail is not checked by the API
+        c.ack_detail = None if detail is None else str(detail)[:500].replace("\x00", "")
         self._audit(
             s,
             f"device:{c.device_id}",

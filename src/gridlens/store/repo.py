@@ -68,7 +68,7 @@ from gridlens.store.timeutil import day_start, iso
 
 F64 = npt.NDArray[np.float64]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")  # fullmatch: "$" allows a "\n"
 _CAPTURE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,80}$")
 SESSION_TTL_S = 12 * 3600.0
 #: The shortest password :meth:`Store.add_user` accepts.
@@ -103,7 +103,7 @@ class Principal:
 
 
 def check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ParameterError(
             f"{what} name {name!r} must be 1-64 characters: letters, digits, space, '.', '_' "
             "or '-', starting with a letter or digit"
