@@ -193,7 +193,10 @@ def test_commands_lifecycle_and_audit(env: dict[str, Any], layout: Layout) -> No
     assert c.get(url, headers=tok).json()["commands"] == []  # nothing pending any more
     r = c.post(f"{url}/{relay_id}/ack", json={"ok": True, "detail": "relay off"}, headers=tok)
     assert r.status_code == 200 and r.json()["status"] == "acked"
-    assert c.post(f"{url}/999/ack", json={}, headers=tok).status_code == 404
+    assert c.post(f"{url}/999/ack", json={"ok": True}, headers=tok).status_code == 404
+    # an ack must say whether the command was carried out: no default, no "yes"
+    for bad in ({}, {"detail": "done"}, {"ok": "yes"}, {"ok": 1}):
+        assert c.post(f"{url}/{relay_id}/ack", json=bad, headers=tok).status_code == 422
     # a new command reaches a polling device
     new = c.post(url, json={"action": "flash", "state": "on"}, headers=env["admin"]).json()
     got = c.get(url, headers=tok).json()["commands"]

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic.config import JsonDict
 from starlette.concurrency import run_in_threadpool
 
@@ -201,7 +201,7 @@ CommandIn = Annotated[
 
 
 class AckIn(BaseModel):
-    ok: bool = True
+    ok: StrictBool = Field(description="whether the device carried the command out (required)")
     detail: str | None = Field(None, max_length=2000, pattern=_NO_NUL)
 
 
