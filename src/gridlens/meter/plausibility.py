@@ -144,21 +144,22 @@ def _problem(
     if last is None:
         return None
     t1, v1 = last
-    if value < v1 - 1e-9:
+    step = _step(t1, v1, now, value, limits)
+    if step is None:
+        return None
+    kind, rate = step
+    if kind == "decrease":
         return (
             f"reading {_fmt(value, decimals)} is below the last accepted "
             f"{_fmt(v1, decimals)}, and a meter only counts up: probably a misread digit "
             "(glare, focus or a shifted camera); check the latest photo"
         )
-    rate = _rate(v1, t1, value, now)
-    if limits.max_rate_per_h is not None and rate is not None and rate > limits.max_rate_per_h:
-        return (
-            f"reading {_fmt(value, decimals)} means {rate:.3g} units/h since the last "
-            f"accepted {_fmt(v1, decimals)} ({_ago(now - t1)} ago), above the limit "
-            f"{limits.max_rate_per_h:g}/h: probably a misread digit; if the meter really "
-            f"moved on, gridlens re-synchronises after {limits.resync_after} consistent readings"
-        )
-    return None
+    return (
+        f"reading {_fmt(value, decimals)} means {rate:.3g} units/h since the last "
+        f"accepted {_fmt(v1, decimals)} ({_ago(now - t1)} ago), above the limit "
+        f"{limits.max_rate_per_h:g}/h: probably a misread digit; if the meter really "
+        f"moved on, gridlens re-synchronises after {limits.resync_after} consistent readings"
+    )
 
 
 def _late_problem(
@@ -168,30 +169,38 @@ def _late_problem(
     if later is None:
         return None
     t2, v2 = later
-    if value > v2 + 1e-9:
+    step = _step(now, value, t2, v2, limits)
+    if step is None:
+        return None
+    kind, rate = step
+    if kind == "decrease":
         return (
             f"reading {_fmt(value, decimals)} is above {_fmt(v2, decimals)}, accepted for a "
             f"photo taken {_ago(t2 - now)} later, and a meter only counts up: probably a "
             "misread digit in this late photo"
         )
-    rate = _rate(value, now, v2, t2)
+    return (
+        f"reading {_fmt(value, decimals)} would mean {rate:.3g} units/h up to "
+        f"{_fmt(v2, decimals)}, accepted for a photo taken {_ago(t2 - now)} later, above "
+        f"the limit {limits.max_rate_per_h:g}/h: probably a misread digit in this late photo"
+    )
+
+
+def _step(t0: float, v0: float, t1: float, v1: float, limits: Limits) -> tuple[str, float] | None:
+    """What is wrong with a meter going from (t0, v0) to (t1, v1): ``("decrease", 0)``,
+    ``("rate", units per hour)`` above the limit, or None."""
+    if v1 < v0 - 1e-9:
+        return "decrease", 0.0
+    rate = _rate(v0, t0, v1, t1)
     if limits.max_rate_per_h is not None and rate is not None and rate > limits.max_rate_per_h:
-        return (
-            f"reading {_fmt(value, decimals)} would mean {rate:.3g} units/h up to "
-            f"{_fmt(v2, decimals)}, accepted for a photo taken {_ago(t2 - now)} later, above "
-            f"the limit {limits.max_rate_per_h:g}/h: probably a misread digit in this late photo"
-        )
+        return "rate", rate
     return None
 
 
 def _consistent(points: Sequence[tuple[float, float]], limits: Limits) -> bool:
-    for (t0, v0), (t1, v1) in itertools.pairwise(points):
-        if v1 < v0 - 1e-9:
-            return False
-        r = _rate(v0, t0, v1, t1)
-        if limits.max_rate_per_h is not None and r is not None and r > limits.max_rate_per_h:
-            return False
-    return True
+    return all(
+        _step(t0, v0, t1, v1, limits) is None for (t0, v0), (t1, v1) in itertools.pairwise(points)
+    )
 
 
 def judge(
