@@ -314,3 +314,41 @@ def test_edit_boxes_rereads_recent_photos(server: Server, browser: Any) -> None:
 
 def _cookie(d: Any) -> str:
     return "; ".join(f"{c['name']}={c['value']}" for c in d.get_cookies())
+
+
+def test_add_meter_from_its_cameras_first_photo(server: Server, browser: Any) -> None:
+    """Register first, put the token in the camera; its first upload appears on the page with
+    proposed boxes; saving them makes the next upload read."""
+    d = browser
+    _login(d, server.url)
+    d.get(f"{server.url}/meters/new")
+    d.find_element(By.ID, "f-name").send_keys("cellar")
+    d.find_element(By.ID, "wait-camera").click()
+    saved = d.find_element(By.ID, "saved")
+    WebDriverWait(d, WAIT_S).until(lambda _: saved.is_displayed())
+    cfg = json.loads(d.find_element(By.ID, "client-config").text)
+    dev, token = cfg["device_id"], cfg["token"]
+    assert d.current_url.endswith(f"/meters/{dev}/setup")
+    ref, _ = render_reference(6, 1, reading=1234.5)
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as c:
+        r = c.post(
+            f"/api/v1/devices/{dev}/images",
+            content=encode_jpeg(ref, 92),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"},
+        )
+        assert r.status_code == 201 and r.json()["reading"]["status"] == "rejected", r.text
+        root = d.find_element(By.ID, "setup")
+        WebDriverWait(d, WAIT_S).until(lambda _: root.get_attribute("data-preview-value"))
+        assert root.get_attribute("data-preview-value").startswith("1234.")
+        assert len(d.find_elements(By.CSS_SELECTOR, ".box.digit")) == 6
+        d.find_element(By.ID, "save").click()
+        status = d.find_element(By.ID, "save-status")
+        WebDriverWait(d, WAIT_S).until(lambda _: status.text == "saved")
+        m = render_meter(1234.6, seed=3)
+        r = c.post(
+            f"/api/v1/devices/{dev}/images",
+            content=encode_jpeg(m.image),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"},
+        )
+    reading = r.json()["reading"]
+    assert reading["status"] == "ok" and abs(reading["value"] - 1234.6) < 1e-9, reading

@@ -94,7 +94,12 @@ class DeviceIn(BaseModel):
         description="unique; letters, digits, space, '.', '_', '-' (1-64 characters)",
         json_schema_extra=_NAME_RULE,
     )
-    roi: dict[str, Any] = Field(description="the ROI JSON of `gridlens read --roi`")
+    roi: dict[str, Any] | None = Field(
+        None,
+        description="the ROI JSON of `gridlens read --roi`; null registers the meter for setup "
+        "from its camera's first photo (its uploads are stored unread until boxes are saved "
+        "with PATCH)",
+    )
     reference_jpeg_b64: str | None = Field(
         None, description="base64 of the reference photo the ROI boxes refer to"
     )
@@ -244,9 +249,11 @@ def _reference(b64: str | None) -> bytes | None:
 def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
     """Register a camera (admin). The upload token is returned once and stored hashed."""
     ref = _reference(body.reference_jpeg_b64)
+    if body.roi is None and ref is not None:
+        raise ParameterError("a reference photo needs its ROI: send both, or neither for setup")
     dev, token = _store(request).add_device(
         body.name,
-        device_roi(body.roi, ref),
+        {} if body.roi is None else device_roi(body.roi, ref),
         reference_jpeg=ref,
         unit=body.unit,
         max_rate=body.max_rate,

@@ -69,6 +69,7 @@ from gridlens.store.repo import (
     Store,
     command_dict,
     device_dict,
+    in_setup,
     is_online,
 )
 
@@ -360,6 +361,12 @@ def latest_jpg(device_id: int, request: Request) -> Response:
     path = (root / r.image_path).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         return _placeholder(404, "photo no longer stored (pruned)")
+    if in_setup(dev):  # no boxes to draw yet: the photo as the camera took it
+        return Response(
+            path.read_bytes(),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "no-store", "X-Gridlens-Reading": str(r.id)},
+        )
     try:
         img = decode_image(path)
     except GridlensError:

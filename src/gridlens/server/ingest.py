@@ -28,6 +28,7 @@ from gridlens.store.repo import (
     Store,
     check_capture_id,
     device_command,
+    in_setup,
     reading_dict,
     roi_without_image,
 )
@@ -177,6 +178,8 @@ def ingest(
         if old is not None:
             cmds = store.take_pending(device.id)
             return _response(old, cmds, device, True), True
+    if in_setup(device):
+        return _store_unread(store, device, body, cid, t, seen, images=images, now=now)
     accepted = seen.accepted
     # a late photo (kept by a device while offline) is judged against both its neighbours
     history = History(tuple(accepted), tuple(seen.pending), later=seen.later)
@@ -209,6 +212,41 @@ def ingest(
     )
     row, cmds, dup = store.add_reading(new, now=now, seen=seen)
     return _response(row, cmds, device, dup, late=seen.later is not None and not dup), dup
+
+
+#: The reason stored with the photos of a meter that has no digit boxes yet.
+SETUP_REASON = (
+    "the meter is being set up: it has no digit boxes yet (draw them on this photo in the "
+    "setup page)"
+)
+
+
+def _store_unread(
+    store: Store,
+    device: Device,
+    body: bytes,
+    cid: str,
+    t: float,
+    seen: Any,
+    *,
+    images: Path,
+    now: float,
+) -> tuple[dict[str, Any], bool]:
+    """A photo of a meter in setup: kept (the setup page proposes boxes on it), not read."""
+    decode_image(body)  # a photo that cannot be shown is refused here too (422)
+    rel = save_image(images, device.id, t, cid, body)
+    new = NewReading(
+        device_id=device.id,
+        capture_id=cid,
+        captured_at=t,
+        status="rejected",
+        value=None,
+        reason=SETUP_REASON,
+        alignment={},
+        image_path=rel,
+    )
+    row, cmds, dup = store.add_reading(new, now=now, seen=seen)
+    return _response(row, cmds, device, dup), dup
 
 
 def _finite(d: dict[str, Any]) -> dict[str, Any]:

@@ -210,6 +210,12 @@ def is_online(d: Device, now: float) -> bool:
     return d.last_seen_at is not None and now - d.last_seen_at < 3 * d.interval_s
 
 
+def in_setup(d: Device) -> bool:
+    """Whether the device was registered without digit boxes, to be set up from its camera's
+    first photo (its ROI is ``{}``): its uploads are stored unread."""
+    return not d.roi.get("digits")
+
+
 def device_dict(d: Device, pull: PullSource | None = None) -> dict[str, Any]:
     """The JSON form of a device; ``pull`` is its pull state (None: the camera pushes)."""
     return {

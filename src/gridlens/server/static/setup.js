@@ -504,21 +504,8 @@
     changed();
   }
 
-  async function saveNew() {
-    const f = fields();
-    if (!f.name) {
-      $("f-name").focus();
-      throw new Error("give the meter a name");
-    }
-    const interval = Number($("f-interval").value) || 300;
-    const body = { ...f, interval_s: interval, roi: roi(), reference_jpeg_b64: await b64(state.photo) };
-    const r = await fetch("/api/v1/devices", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    if (!r.ok) throw new Error(await detail(r));
-    const made = await r.json();
+  // the meter exists from now on: show its token once, with the camera's config
+  async function registered(made, interval) {
     const got = await fetch(`/api/v1/devices/${made.device_id}`);
     if (!got.ok) throw new Error(await detail(got));
     const dev = await got.json();
@@ -535,6 +522,67 @@
     $("save").textContent = "Save boxes";
     $("setup-title").textContent = `Edit boxes of ${dev.name}`;
     history.replaceState(null, "", `/meters/${made.device_id}/setup`);
+    return dev;
+  }
+
+  // a meter registered without boxes: its camera's first upload is the photo to draw on
+  async function awaitPhoto(id, until) {
+    const el = $("first-upload");
+    try {
+      const r = await fetch(`/meters/${id}/latest.jpg`);
+      if (r.ok) {
+        const text = "First photo received: gridlens proposes the boxes on it. Correct them and save.";
+        el.className = "notice";
+        el.textContent = text;
+        await newPhoto(await r.blob());
+        say(text, "ok");
+        return;
+      }
+    } catch (e) {
+      /* try again */
+    }
+    if (Date.now() < until) setTimeout(() => awaitPhoto(id, until), 3000);
+    else el.textContent = "No photo from the camera yet: reload this page when it has sent one.";
+  }
+
+  const waitCamera = $("wait-camera");
+  if (waitCamera) {
+    waitCamera.addEventListener("click", async () => {
+      const f = fields();
+      if (!f.name) {
+        $("f-name").focus();
+        return say("Give the meter a name first.", "bad");
+      }
+      const interval = Number($("f-interval").value) || 300;
+      const r = await fetch("/api/v1/devices", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ...f, interval_s: interval }),
+      });
+      if (!r.ok) return say(await detail(r), "bad");
+      await registered(await r.json(), interval);
+      waitCamera.hidden = true;
+      say("Registered. Put the token below into the camera; its first photo appears here.", "ok");
+      awaitPhoto(state.deviceId, Date.now() + 30 * 60 * 1000);
+    });
+  }
+
+  async function saveNew() {
+    const f = fields();
+    if (!f.name) {
+      $("f-name").focus();
+      throw new Error("give the meter a name");
+    }
+    const interval = Number($("f-interval").value) || 300;
+    const body = { ...f, interval_s: interval, roi: roi(), reference_jpeg_b64: await b64(state.photo) };
+    const r = await fetch("/api/v1/devices", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) throw new Error(await detail(r));
+    const made = await r.json();
+    const dev = await registered(made, interval);
     waitFirst(made.device_id, Date.now() + 30 * 60 * 1000);
     await afterSave(dev, `Meter ${dev.name} saved (id ${made.device_id}). The boxes below are as stored, refined against the photo; they stay editable.`);
   }
@@ -605,6 +653,9 @@
           }
         })
         .catch((e) => say(`The reference photo did not load: ${e.message}`, "bad"));
+    } else if (!(stored && stored.digits && stored.digits.length)) {
+      say("This meter has no boxes yet: its camera's first photo appears here, or choose a photo.");
+      awaitPhoto(state.deviceId, Date.now() + 30 * 60 * 1000);
     } else {
       say("This meter has no reference photo: choose one (a photo from its camera) to edit the boxes on.", "bad");
     }
