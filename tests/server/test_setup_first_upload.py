@@ -35,7 +35,10 @@ def test_a_meter_is_set_up_from_its_first_upload(api_env: dict[str, Any], layout
     session = store.new_session(user)
     c.cookies.set(SESSION_COOKIE, session)
     jpg = c.get(f"/meters/{dev}/latest.jpg")
+    pages = [c.get(path) for path in ("/", f"/meters/{dev}", f"/meters/{dev}/setup")]
     c.cookies.clear()
+    assert [p.status_code for p in pages] == [200, 200, 200]
+    assert "being set up" in pages[1].text
     assert jpg.status_code == 200 and jpg.content == photo
     # ... proposes boxes on it and saves them with the photo as the reference
     sug = c.post(
