@@ -563,3 +563,20 @@ def test_pulled_readings_are_published_over_mqtt(tmp_path: Path, camera: Camera)
     finally:
         listener.close()
         store.close()
+
+
+def test_a_pulled_camera_can_be_registered_in_one_call(
+    api_env: dict[str, Any], layout: Layout
+) -> None:
+    c, admin = api_env["client"], api_env["admin"]
+    body = layout.device_body("gate", pull_url="http://cam.local/capture", pull_auth="u:p4ss")
+    r = c.post("/api/v1/devices", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    doc = c.get(f"/api/v1/devices/{r.json()['device_id']}", headers=admin).json()
+    assert doc["pull"]["url"] == "http://cam.local/capture" and doc["pull"]["interval_s"] == 60
+    assert doc["pull"]["auth"] is True and "p4ss" not in json.dumps(doc)
+    # bad settings: one 422, nothing registered
+    bad = layout.device_body("gate2", pull_url="ftp://cam/x", pull_interval_s=2)
+    r = c.post("/api/v1/devices", json=bad, headers=admin)
+    assert r.status_code == 422 and "pull_url" in r.text and "pull_interval_s" in r.text
+    assert all(d["name"] != "gate2" for d in c.get("/api/v1/devices", headers=admin).json())

@@ -112,6 +112,24 @@ class DeviceIn(BaseModel):
         description="expected seconds between photos",
         json_schema_extra=_INTERVAL_RULE,
     )
+    pull_url: str | None = Field(
+        None,
+        examples=["http://192.168.1.40/capture"],
+        description="fetch the camera's photos from this http(s) snapshot URL (the first at "
+        "once) instead of waiting for uploads",
+    )
+    pull_interval_s: int | None = Field(
+        None,
+        description=f"seconds between fetches, {PULL_INTERVAL_S[0]}-{PULL_INTERVAL_S[1]} "
+        "(default 60)",
+        json_schema_extra=_PULL_INTERVAL_RULE,
+    )
+    pull_auth: str | None = Field(
+        None,
+        examples=["admin:secret"],
+        description='"user:pass" for HTTP basic or digest authentication at the camera '
+        '(stored, never shown: the device shows only `"auth": true`)',
+    )
 
 
 class DeviceCreated(BaseModel):
@@ -248,6 +266,9 @@ def _reference(b64: str | None) -> bytes | None:
 @body_limit(_photo_json)
 def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
     """Register a camera (admin). The upload token is returned once and stored hashed."""
+    pull = None
+    if body.pull_url is not None or body.pull_interval_s is not None or body.pull_auth is not None:
+        pull = PullChange(body.pull_url, body.pull_interval_s, body.pull_auth)  # checked first
     ref = _reference(body.reference_jpeg_b64)
     if body.roi is None and ref is not None:
         raise ParameterError("a reference photo needs its ROI: send both, or neither for setup")
@@ -258,6 +279,7 @@ def add_device(body: DeviceIn, request: Request, who: Admin) -> dict[str, Any]:
         unit=body.unit,
         max_rate=body.max_rate,
         interval_s=body.interval_s,
+        pull=pull,
         actor=who.name,
     )
     return {"device_id": dev.id, "token": token}

@@ -575,6 +575,12 @@
     }
     const interval = Number($("f-interval").value) || 300;
     const body = { ...f, interval_s: interval, roi: roi(), reference_jpeg_b64: await b64(state.photo) };
+    const keep = $("pull-keep");
+    const url = $("snapshot-url").value.trim();
+    if (keep && keep.checked) {
+      if (!url) throw new Error("enter the camera's snapshot URL to keep fetching from it");
+      Object.assign(body, { pull_url: url, pull_interval_s: interval });
+    }
     const r = await fetch("/api/v1/devices", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
