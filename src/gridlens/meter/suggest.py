@@ -603,12 +603,13 @@ def _score_rows(
 ) -> list[_Row]:
     """Extend each row by confident positions beyond its ends; score; best first.
 
-    A position beyond the detected wheels joins when the model reads it with confidence and
-    either a digit-like shape of the row's size is there, or the box looks like the
-    neighbouring wheel's window (a wheel caught mid-roll shows two half glyphs, which are no
-    digit-like shapes), or the model is nearly certain and the ink is centred. The model
-    reads almost anything (a unit sign, a frame edge) as some digit, so confidence alone is
-    not enough.
+    A position beyond the detected wheels joins when its window, thresholded on its own,
+    holds a whole digit or two stacked half digits of the row's size (:func:`_rolling`: a
+    wheel caught mid-roll shows no digit-like shape) and the model reads it with some
+    confidence; or when the model reads it with confidence and a digit-like shape of the
+    row's size is there; or when the model is nearly certain and the ink is centred. The
+    model reads almost anything (a unit sign, a frame edge) as some digit, so confidence
+    alone is not enough.
     """
     boxes: list[tuple[int, int, int, int]] = []
     spans: list[tuple[int, int, int]] = []
