@@ -219,3 +219,14 @@ def test_an_unsure_last_wheel_does_not_move_the_meter_on() -> None:
     fv, conf = _frame(1234.2)  # sure: accepted
     d = judge(fv, conf, now=0.0, history=hist, limits=Limits(), decimals=1)  # type: ignore[arg-type]
     assert d.status == "ok" and d.value == pytest.approx(1234.2)
+
+
+def test_an_unsure_first_reading_waits_and_an_unsure_alternative_falls_back() -> None:
+    # the first accepted value anchors every later one: an unsure last wheel waits
+    fv, conf = _frame(1234.2)
+    conf[-1] = 0.4
+    d = judge(fv, conf, now=0.0, history=History(), limits=Limits(), decimals=1)  # type: ignore[arg-type]
+    assert d.status == "rejected" and "no accepted reading yet" in (d.reason or "")
+    # a single photo read without history (gridlens read) still gives its value
+    d = judge(fv, conf, now=0.0, history=None, limits=Limits(), decimals=1)  # type: ignore[arg-type]
+    assert d.status == "ok" and d.value == pytest.approx(1234.2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,9 @@ def test_simulated_fleet_uploads_and_reruns_are_duplicates(tmp_path: Path) -> No
     db = f"sqlite:///{tmp_path}/s.db"
     store = Store.open(db)
     _, _, token = store.add_user("root", role="admin")
-    start = datetime.now(UTC) - timedelta(hours=2)
+    # a fixed start: the simulated counters (and so which photos catch a wheel mid-roll) do
+    # not depend on when the test runs
+    start = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
     state = tmp_path / "sim.json"
     with ServerProcess(db, tmp_path / "data") as srv:
 
@@ -31,7 +33,9 @@ def test_simulated_fleet_uploads_and_reruns_are_duplicates(tmp_path: Path) -> No
         first = run()
         assert first["failed"] == 0 and first["duplicates"] == 0
         assert first["ok"] + first["rejected"] == first["uploads"] >= 12
-        assert first["ok"] >= first["uploads"] - 1
+        # a photo whose last wheel the model is unsure of waits for a clearer one (about 1 in
+        # 12 of the simulator's photos)
+        assert first["ok"] >= first["uploads"] - 2
         stored = store.count_readings()
         assert stored == first["uploads"]
         again = run()  # same devices (state file), same capture ids: nothing new

@@ -227,6 +227,18 @@ def judge(
     if history is not None and history.last is None and history.later is not None:
         return _before_first(frame, now, history.later, limits, decimals)
     if history is None or history.last is None:
+        last_conf = confidences[len(primary.digits) - 1]
+        if history is not None and last_conf < UNSURE:
+            # the first value anchors every later one: a wrong one blocks the true readings
+            return Decision(
+                "rejected",
+                None,
+                reason=(
+                    f"the last wheel is unsure (confidence {last_conf:.2f}) and there is no "
+                    "accepted reading yet to check it against: waiting for a clearer photo"
+                ),
+                candidate=primary.value,
+            )
         note = None
         carry = [k for k in frame.uncertain_wheels if k < len(primary.digits) - 1]
         if carry:
@@ -286,6 +298,8 @@ def judge(
         best = max(valid, key=support)
         held = unsure_advance(best.value)
         if held is not None:
+            if primary in valid and unsure_advance(primary.value) is None:
+                return Decision("ok", primary.value, candidate=primary.value)
             return held
         if best is primary:
             return Decision("ok", primary.value, candidate=primary.value)
