@@ -11,31 +11,16 @@ import pytest
 
 from gridlens.store.timeutil import iso
 from tests.server.conftest import Layout, upload_headers
+from tests.server.test_api import _add_device, _upload
 from tests.server.test_server_mqtt import _broker_up
 from tests.server.test_server_mqtt import env as mqtt_env  # noqa: F401 (a fixture)
-
-
-def _add_device(env: dict[str, Any], layout: Layout, **kw: Any) -> tuple[int, dict[str, str]]:
-    r = env["client"].post(
-        "/api/v1/devices", json=layout.device_body("late", **kw), headers=env["admin"]
-    )
-    assert r.status_code == 201, r.text
-    doc = r.json()
-    return doc["device_id"], {"Authorization": f"Bearer {doc['token']}"}
-
-
-def _upload(
-    env: dict[str, Any], dev: int, tok: dict[str, str], body: bytes, cid: str, at: float
-) -> Any:
-    h = upload_headers(tok, cid, at)
-    return env["client"].post(f"/api/v1/devices/{dev}/images", content=body, headers=h)
 
 
 def test_a_backdated_upload_is_judged_against_later_readings(
     api_env: dict[str, Any], layout: Layout
 ) -> None:
     env = api_env
-    dev, tok = _add_device(env, layout, max_rate=15.0)
+    dev, tok = _add_device(env, layout, "late", max_rate=15.0)
     t0 = (time.time() // 3600 - 4) * 3600
     for i, v in enumerate([100.0, 101.0, 102.0]):  # hours 0, 2, 3 arrive on time
         at = t0 + 3600 * (0, 2, 3)[i]
