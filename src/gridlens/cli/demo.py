@@ -112,6 +112,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 n_factories=n_fact, name_prefix="meter",
             ).run()  # fmt: skip
         if not stopping:
+            from gridlens.cli._demo_grid import seed_grid
+
+            seed_grid(db, url, creds["token"], folder)
+        if not stopping:
             print(f"meters upload every {args.interval_s:.0f} s; Ctrl-C stops", file=sys.stderr)
             Simulator(
                 url, creds["token"], args.devices, interval_s=args.interval_s, speedup=1.0,

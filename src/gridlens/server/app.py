@@ -150,6 +150,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from gridlens.server.meter_setup import router as meter_setup
 
     app.include_router(meter_setup)
+    from gridlens.server import anomaly_views, grid_views
+
+    app.include_router(grid_views.api)
+    app.include_router(anomaly_views.api)
     from fastapi.staticfiles import StaticFiles
 
     from gridlens.server.dashboard import STATIC
@@ -158,6 +162,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     app.include_router(setup_pages)  # before the dashboard's: /meters/new is no meter id
     app.include_router(dashboard)
+    app.include_router(grid_views.pages)
+    app.include_router(anomaly_views.pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -15,7 +15,7 @@ Pages
     Upload a waveform; the results of ``gridlens pf`` (three power-factor methods, THD,
     frequency) and its plot.
 ``/grid``, ``/anomaly``
-    Placeholders for views still to come.
+    In :mod:`gridlens.server.grid_views` and :mod:`gridlens.server.anomaly_views`.
 
 Every POST must come from this server's own pages (an ``Origin`` or ``Referer`` naming it),
 on top of the SameSite cookie, and its body is capped before it is read
@@ -620,22 +620,3 @@ async def pq_upload(request: Request) -> Response:
 
 
 # ------------------------------------------------------------------------------ placeholders
-
-
-def _placeholder_page(request: Request, kind: str) -> Response:
-    who = _user_or_response(request)
-    if isinstance(who, Response):
-        return who
-    return _page(request, f"{kind}.html", who, nav=kind)
-
-
-@router.get("/grid")
-def grid_page(request: Request) -> Response:
-    """Room for the feeder views; points to the grid commands of today."""
-    return _placeholder_page(request, "grid")
-
-
-@router.get("/anomaly")
-def anomaly_page(request: Request) -> Response:
-    """Room for anomaly detection; points to what exists today."""
-    return _placeholder_page(request, "anomaly")

@@ -52,6 +52,8 @@ from gridlens.store.commands import check_command as check_command
 from gridlens.store.commands import command_dict as command_dict
 from gridlens.store.commands import device_command as device_command
 from gridlens.store.db import make_engine, upgrade
+from gridlens.store.events import AnomalyEventsMixin
+from gridlens.store.feeders import FeedersMixin
 from gridlens.store.models import (
     ROLES,
     AuditEntry,
@@ -412,7 +414,7 @@ def _today(lo_hi: tuple[float | None, float | None] | None) -> float | None:
     return round(lo_hi[1] - lo_hi[0], 6)
 
 
-class Store(CommandsMixin):
+class Store(CommandsMixin, AnomalyEventsMixin, FeedersMixin):
     """The gridlens database: open with :meth:`open` (migrates by default)."""
 
     def __init__(self, engine: Engine) -> None:
