@@ -32,7 +32,16 @@ from gridlens.anomaly.detectors import MODELS, make_detector
 from gridlens.anomaly.run import detect
 from gridlens.errors import GridlensError, NotFoundError, ParameterError
 
-__all__ = ["Case", "holiday_study", "load_cases", "run_benchmark", "write_section"]
+__all__ = [
+    "GROUPS",
+    "Case",
+    "Selection",
+    "holiday_study",
+    "leave_one_out",
+    "load_cases",
+    "run_benchmark",
+    "write_section",
+]
 
 F64 = npt.NDArray[np.float64]
 
@@ -66,14 +75,28 @@ def _nab_labels(s: Series, windows: list[list[str]]) -> Series:
     return replace(s, labels=lab)
 
 
-def load_cases(root: Path, *, quick: bool = False) -> list[Case]:
-    """The labelled series: power demand, KPI, NAB (with anomalies), UCR."""
+def load_cases(
+    root: Path, *, quick: bool = False, aiops: bool = False, max_points: int | None = None
+) -> list[Case]:
+    """The labelled series: power demand, KPI, NAB (with anomalies), UCR.
+
+    ``aiops=True`` adds the AIOps 2018 KPIs of ``kpi-aiops/`` to the ``kpi`` group (every
+    4th with ``quick``), each cut to its first ``max_points`` points when that is given
+    (they hold ~100,000 each; a cut keeps the start, never a part chosen by its labels).
+    """
     cases: list[Case] = []
     pd_file = root / "power-demand-1997" / "power_demand_1997.csv"
     if pd_file.is_file():
         cases.append(Case("power-demand", read_csv(pd_file, name="power_demand_1997")))
     for f in sorted((root / "kpi").glob("*.csv")):
         cases.append(Case("kpi", read_csv(f, name=f.stem)))
+    if aiops:
+        files = sorted((root / "kpi-aiops").glob("*.csv"))
+        for f in files[::4] if quick else files:
+            s = read_csv(f, name="aiops-" + f.stem[:8])
+            if max_points is not None and s.values.size > max_points:
+                s = s.head(max_points)
+            cases.append(Case("kpi", s))
     nab = root / "nab"
     lab_file = nab / "labels_windows.json"
     if lab_file.is_file():
@@ -97,6 +120,57 @@ def load_cases(root: Path, *, quick: bool = False) -> list[Case]:
         if quick:
             break
     return cases
+
+
+GROUPS = ("nab", "kpi", "ucr", "power-demand")
+"""The dataset groups of :func:`load_cases`, as the results are reported."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Leave-one-out choice for one held-out series (or group)."""
+
+    held_out: str
+    chosen: str
+    score: float
+
+
+def leave_one_out(
+    table: dict[str, dict[str, float]], *, groups: dict[str, str] | None = None
+) -> list[Selection]:
+    """Choose a config without the series it is scored on.
+
+    ``table[config][series]`` is a score (higher = better; NaN = not scored, left out of
+    every mean). For each series, the config with the highest mean score over the *other*
+    series is chosen (ties: the first config in ``table``'s order), and its score on the
+    held-out series is reported: the leave-one-series-out (LOSO) score.  With ``groups``
+    (series -> group name) a whole group is held out at a time (leave-one-group-out): the
+    config is chosen on the other groups and scored on each series of the held-out group.
+
+    Returns one :class:`Selection` per scored series, in the order of the first config's
+    series.
+    """
+    configs = list(table)
+    if not configs:
+        raise ParameterError("leave_one_out needs at least one config")
+    series = [s for s in table[configs[0]]]
+    m = np.array([[table[c].get(s, np.nan) for s in series] for c in configs], dtype=float)
+    key = [groups[s] if groups is not None else s for s in series]
+    out: list[Selection] = []
+    for j, s in enumerate(series):
+        if not np.isfinite(m[:, j]).any():
+            continue
+        others = np.array([key[i] != key[j] for i in range(len(series))])
+        sub = m[:, others]
+        ok = np.isfinite(sub)
+        means = np.where(
+            ok.any(axis=1),
+            np.where(ok, sub, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1),
+            -np.inf,
+        )
+        best = int(np.argmax(means))
+        out.append(Selection(s, configs[best], float(m[best, j])))
+    return out
 
 
 BENCH_MODELS = (*MODELS, "cnn-gru-ae+deseason")
