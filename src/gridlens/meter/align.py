@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -233,6 +233,13 @@ class Alignment:
         x1, y1 = max(b.x2 for b in roi.digits), max(b.y2 for b in roi.digits)
         region = self._warp(x0, y0, x1 - x0, y1 - y0)
         return [region[b.y - y0 : b.y2 - y0, b.x - x0 : b.x2 - x0].copy() for b in roi.digits]
+
+    def crop_boxes(self, boxes: Sequence[Box]) -> list[U8]:
+        """Each reference-frame box of the aligned photo (e.g. the dials), warped one by one."""
+        if "warped" in self.__dict__ or self.size is None:
+            arr = self.warped
+            return [arr[b.y : b.y2, b.x : b.x2].copy() for b in boxes]
+        return [self._warp(b.x, b.y, b.w, b.h) for b in boxes]
 
     def _warp(self, x: int, y: int, w: int, h: int) -> U8:
         """The reference-frame rectangle (x, y, w, h) of the aligned photo."""

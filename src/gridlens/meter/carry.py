@@ -29,6 +29,26 @@ were read by eye):
    (at 9.7) with the wheel above mid-carry reads as the carried value ("40", not "30"),
    as a person reading both windows does.
 
+**Pointer dials** (``dials`` in the ROI) continue the register to the right of the wheels,
+largest factor first, and follow the same rules with two differences:
+
+4. A dial's gearing is continuous: it advances a tenth of a division while the dial (or the
+   wheel) below it turns once, so the carry fraction handed up from a dial at ``c``
+   is ``c / 10`` (not the wheels' 9 -> 0 step). This is also how the wheel above the first
+   dial moves on water meters (the wmsc units wheel turns with the x0.1 dial, ~0.35 digit
+   behind it), so a units wheel mid-roll is settled by the x0.1 dial, and a dial just past 0
+   means the dial above has carried: the rule "read the lower number, and check a dial on
+   a number against the dial to its right" of electricity clock-dial registers.
+   A wheel driven by a dial runs *behind* it: its gear has play, and the wmsc units wheel
+   sits 0.3-0.55 digit behind the x0.1 dial (laurynas' x0.001 wheel runs with its dial).
+   So the last wheel is read as ``d = round(r - c/10 + DIAL_LAG)`` with
+   :data:`DIAL_LAG` = 0.25 a digit: a wheel from 0.25 ahead of its dial to 0.75 behind it is
+   read right. (Chosen from the mechanics and these two meters, so the wmsc and laurynas
+   whole-meter figures are not held out for this rule.)
+5. The finest dial reads the number its pointer has passed, unless the pointer is within a
+   tenth of a division of the next number (:data:`DIAL_SHOWN_AT`): pointer readings are good
+   to about a tenth, so "on the 4" is not floored to 3.
+
 The distance of ``r_k - e`` from the nearest integer is the *carry ambiguity* (0 = certain,
 0.5 = a coin toss). An ambiguous or low-confidence wheel yields alternative candidates (its
 neighbouring digits), and :mod:`gridlens.meter.plausibility` chooses among them with the
@@ -53,6 +73,11 @@ __all__ = [
     "register_value",
     "resolve_wheels",
 ]
+
+#: Fraction of a division from which the finest *dial* counts as on its next number.
+DIAL_SHOWN_AT = 0.9
+#: How far a wheel driven by a dial is expected to run behind it [digits] (rule 4).
+DIAL_LAG = 0.25
 
 #: Carry ambiguity above which a wheel's neighbouring digit is offered as an alternative.
 AMBIGUOUS = 0.3
@@ -122,9 +147,10 @@ def register_value(reading: float, decimals: int) -> float:
     return float(round(shown / 10**decimals, decimals))
 
 
-def _shows_next(frac: float) -> int:
-    """1 when a last wheel this far past its digit shows the next one (rule 1), else 0."""
-    return 1 if frac >= SHOWN_AT - 1e-9 else 0
+def _shows_next(frac: float, at: float = SHOWN_AT) -> int:
+    """1 when a last wheel (dial: ``at=DIAL_SHOWN_AT``) this far past its digit shows the
+    next one (rule 1), else 0."""
+    return 1 if frac >= at - 1e-9 else 0
 
 
 def _count(digits: tuple[int, ...]) -> int:
@@ -147,7 +173,7 @@ def _bump(digits: tuple[int, ...], step: int) -> tuple[int, ...]:
 
 
 def resolve_wheels(
-    positions: npt.ArrayLike, confidences: npt.ArrayLike, decimals: int
+    positions: npt.ArrayLike, confidences: npt.ArrayLike, decimals: int, dials: int = 0
 ) -> FrameValue:
     """Resolve the reading a person sees from wheel positions (left to right) in [0, 10).
 
@@ -158,7 +184,9 @@ def resolve_wheels(
     confidences : array_like
         The model's ``P(|error| <= 0.2)`` per wheel.
     decimals : int
-        Wheels after the decimal point.
+        Places after the decimal point (wheels after the point, plus the dials).
+    dials : int
+        How many of the last positions are pointer dials (rules 4 and 5), largest first.
 
     Returns
     -------
@@ -172,6 +200,9 @@ def resolve_wheels(
         raise DataFormatError("need one position and one confidence per wheel")
     if not 0 <= decimals <= n:
         raise DataFormatError(f"decimals must be in [0, {n}], got {decimals}")
+    if not 0 <= dials <= n:
+        raise DataFormatError(f"dials must be in [0, {n}], got {dials}")
+    is_dial = [k >= n - dials for k in range(n)]
     r = np.mod(r, 10.0)
     base = [0] * n  # digits of floor(V), the continuous count
     amb = [0.0] * n
@@ -179,18 +210,21 @@ def resolve_wheels(
     last = float(r[-1])
     base[-1] = int(np.floor(last)) % 10
     frac = last - np.floor(last)
-    shown = _shows_next(frac)
-    gap = abs(frac - SHOWN_AT)
+    shown_at = DIAL_SHOWN_AT if is_dial[-1] else SHOWN_AT
+    shown = _shows_next(frac, shown_at)
+    gap = abs(frac - shown_at)
     amb[-1] = 0.5 * float(np.exp(-gap / 0.05)) if gap < NEAR_SHOWN else 0.0
     alt_dir[-1] = -1 if shown else 1
     cont = last
     for k in range(n - 2, -1, -1):
-        t = r[k] - carry_fraction(cont)
+        e = cont / 10.0 if is_dial[k + 1] else carry_fraction(cont)
+        lag = DIAL_LAG if is_dial[k + 1] and not is_dial[k] else 0.0
+        t = r[k] - e + lag
         d = int(np.round(t))
         amb[k] = float(abs(t - d))
         alt_dir[k] = 1 if t > d else -1
         base[k] = d % 10
-        cont = base[k] + carry_fraction(cont)
+        cont = base[k] + e
     floor_digits = tuple(base)
     dig = _bump(floor_digits, shown)
     alts: list[Candidate] = []

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from gridlens.errors import ComputationError
 from gridlens.meter.align import Aligner, crop_digits
 from gridlens.meter.carry import resolve_wheels
+from gridlens.meter.dials import read_dial
 from gridlens.meter.image import decode_image
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.plausibility import Decision, History, Limits, judge
@@ -41,6 +42,7 @@ class MeterReading:
     raw: str | None
     digits: list[dict[str, float]]
     reason: str | None = None
+    dials: list[dict[str, float]] = field(default_factory=list)
     note: str | None = None
     resynced: bool = False
     candidate: float | None = None
@@ -52,6 +54,7 @@ class MeterReading:
             "value": self.value,
             "raw": self.raw,
             "digits": self.digits,
+            **({"dials": self.dials} if self.dials else {}),
             "status": self.status,
             "reason": self.reason,
             "note": self.note,
@@ -134,6 +137,7 @@ class MeterReader:
         img = image if isinstance(image, np.ndarray) else decode_image(image)
         limits = limits or Limits()
         align_info: dict[str, Any] = {"method": "none"}
+        dials = self.roi.dials_sorted
         if self.aligner is not None:
             try:
                 al = self.aligner.align(img)
@@ -147,6 +151,7 @@ class MeterReader:
                     seconds=time.perf_counter() - t0,
                 )
             crops = al.crop_digits(self.roi)  # warps only the counter, not the frame
+            dial_crops = al.crop_boxes([d.box for d in dials]) if dials else []
             align_info = {
                 "method": al.method,
                 "shift_px": round(float(al.shift_px), 2),
@@ -157,25 +162,39 @@ class MeterReader:
             h, w = img.shape[:2]
             self.roi.check_inside(w, h)
             crops = crop_digits(img, self.roi)
-        cont, positions, conf = self.model.read_crops_continuous(crops)
-        frame = resolve_wheels(cont, conf, self.roi.decimals)
+            dial_crops = [img[d.box.y : d.box.y2, d.box.x : d.box.x2] for d in dials]
+        if crops:
+            cont, positions, conf = self.model.read_crops_continuous(crops)
+        else:  # a register of dials only
+            cont = positions = conf = np.zeros(0)
+        dial_reads = [
+            read_dial(c, direction=d.direction, zero_deg=d.zero_deg)  # type: ignore[arg-type]
+            for c, d in zip(dial_crops, dials, strict=True)
+        ]
+        all_pos = np.concatenate([np.asarray(cont, float), [r.value for r in dial_reads]])
+        all_conf = np.concatenate([np.asarray(conf, float), [r.confidence for r in dial_reads]])
+        places = self.roi.places
+        frame = resolve_wheels(all_pos, all_conf, places, dials=len(dials))
         decision = judge(
             frame,
-            [float(c) for c in conf],
+            [float(c) for c in all_conf],
             now=now,
             history=history,
             limits=limits,
-            decimals=self.roi.decimals,
+            decimals=places,
         )
         return MeterReading(
             decision.status,
             decision.value,
-            frame.raw(self.roi.decimals),
+            frame.raw(places),
             [
                 {"value": round(float(p), 1), "confidence": round(float(c), 4)}
                 for p, c in zip(positions, conf, strict=True)
             ],
             reason=decision.reason,
+            dials=[
+                {"factor": d.factor, **r.to_dict()} for d, r in zip(dials, dial_reads, strict=True)
+            ],
             note=decision.note,
             resynced=decision.resynced,
             candidate=decision.candidate,

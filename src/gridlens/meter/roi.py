@@ -26,6 +26,20 @@ An ROI file is JSON::
 - ``rotate`` (optional, degrees, default 0): how far the camera's photos are turned
   counter-clockwise against the reference (a camera mounted at an angle, or upside down).
   Alignment works at any angle without it; a known angle only makes it faster.
+- ``dials`` (optional): pointer dials, one object per dial::
+
+      {"x": 514, "y": 306, "w": 122, "h": 122, "factor": 0.1,
+       "direction": "cw", "zero_deg": 0}
+
+  The box is around the dial ring, in reference pixels. ``factor`` is what one division
+  (one number) of the dial is worth in the register's unit: 0.1 for the "x0.1" dial of a
+  water meter, 1000 for the thousands dial of an electricity register. ``direction``
+  (``"cw"``, the default, or ``"ccw"``) is the way the numbers increase; ``zero_deg``
+  (default 0 = 12 o'clock) is where the 0 is, in degrees clockwise. The factors are powers
+  of ten, one tenth apart, and continue the wheels: with ``decimals: 0`` the first dial is
+  x0.1. A register of dials only (an electricity clock-dial register) has ``"digits": []``
+  and ``"decimals": 0``. The value is the wheels and dials read as one counter
+  (:mod:`gridlens.meter.carry`).
 - ``refined`` (optional, default false): whether the digit boxes were already refined
   against the reference photo (:mod:`gridlens.meter.refine`). Boxes that are not are
   refined when a reader is built; ``true`` uses them exactly as written (after a person
@@ -36,6 +50,7 @@ Unknown keys are rejected, so that a typo such as ``"decimal"`` is not silently 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -46,9 +61,10 @@ from typing import Any
 
 from gridlens.errors import DataFormatError, NotFoundError, ParameterError
 
-__all__ = ["Box", "MeterROI", "Reference", "load_roi"]
+__all__ = ["Box", "Dial", "MeterROI", "Reference", "load_roi"]
 
-_TOP_KEYS = ("digits", "decimals", "reference", "rotate", "refined")
+_TOP_KEYS = ("digits", "decimals", "reference", "rotate", "refined", "dials")
+_DIAL_KEYS = ("x", "y", "w", "h", "factor", "direction", "zero_deg")
 _REF_KEYS = ("image", "markers")
 _BOX_KEYS = ("x", "y", "w", "h")
 
@@ -125,6 +141,65 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Dial:
+    """A pointer dial: the box around its ring and what one division is worth.
+
+    Attributes
+    ----------
+    box : Box
+        Around the dial ring, in reference-image pixels.
+    factor : float
+        Register units per division (a power of ten: 0.1, 0.01, ..., 1000).
+    direction : {"cw", "ccw"}
+        The way the numbers increase.
+    zero_deg : float
+        Where the 0 is, in degrees clockwise from 12 o'clock.
+    """
+
+    box: Box
+    factor: float
+    direction: str = "cw"
+    zero_deg: float = 0.0
+
+    @property
+    def exponent(self) -> int:
+        """``log10(factor)``: -1 for the x0.1 dial."""
+        return round(math.log10(self.factor))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.box.to_dict(), "factor": self.factor}
+        if self.direction != "cw":
+            out["direction"] = self.direction
+        if self.zero_deg:
+            out["zero_deg"] = self.zero_deg
+        return out
+
+    @classmethod
+    def from_dict(cls, d: object, what: str = "dial") -> Dial:
+        if not isinstance(d, Mapping):
+            raise ParameterError(
+                f'{what} must be an object like {{"x": 10, "y": 20, "w": 60, "h": 60, '
+                f'"factor": 0.1}}, got {d!r}'
+            )
+        _reject_unknown_keys(d, _DIAL_KEYS, what)
+        box = Box.from_dict({k: d[k] for k in _BOX_KEYS if k in d}, what)
+        if "factor" not in d:
+            raise ParameterError(
+                f'{what} has no "factor": what one division is worth, e.g. 0.1 for a x0.1 dial'
+            )
+        factor = d["factor"]
+        if isinstance(factor, bool) or not isinstance(factor, int | float):
+            raise ParameterError(f"{what} factor must be a number such as 0.1, got {factor!r}")
+        direction = d.get("direction", "cw")
+        zero = d.get("zero_deg", 0.0)
+        if isinstance(zero, bool) or not isinstance(zero, int | float):
+            raise ParameterError(f"{what} zero_deg must be an angle in degrees, got {zero!r}")
+        dial = cls(box, float(factor), direction, float(zero))
+        _check_dial(dial, what)
+        return dial
+
+
+@dataclass(frozen=True)
 class Reference:
     """The reference photo that digit and marker boxes refer to.
 
@@ -160,9 +235,10 @@ class MeterROI:
     reference: Reference | None = None
     rotate: float = 0.0
     refined: bool = False
+    dials: tuple[Dial, ...] = ()
 
     def __post_init__(self) -> None:
-        _validate_digits(self.digits)
+        _validate_digits(self.digits, allow_empty=bool(self.dials))
         if (
             isinstance(self.rotate, bool)
             or not isinstance(self.rotate, int | float)
@@ -185,6 +261,7 @@ class MeterROI:
             )
         for i, m in enumerate(self.markers, start=1):
             _check_box(m, f"marker box {i} of {len(self.markers)}")
+        _validate_dials(self.dials, self.decimals, bool(self.digits))
         if self.reference is not None and len(self.reference.markers) == 1:
             raise ParameterError(
                 "the reference has only 1 marker box; give 2 or more (4 recommended, near "
@@ -195,6 +272,18 @@ class MeterROI:
     def n_digits(self) -> int:
         """Number of wheels."""
         return len(self.digits)
+
+    @property
+    def dials_sorted(self) -> tuple[Dial, ...]:
+        """The dials from the largest factor to the smallest (the order they are read in)."""
+        return tuple(sorted(self.dials, key=lambda d: -d.factor))
+
+    @property
+    def places(self) -> int:
+        """Decimal places of a reading: the wheels' decimals plus one per dial."""
+        if not self.dials:
+            return self.decimals
+        return -min(d.exponent for d in self.dials)
 
     @property
     def markers(self) -> tuple[Box, ...]:
@@ -214,7 +303,11 @@ class MeterROI:
         ParameterError
             Naming the first box outside, e.g. "digit box 3 of 6 (x=600..660, y=..)".
         """
-        groups = (("digit box", self.digits), ("marker box", self.markers))
+        groups = (
+            ("digit box", self.digits),
+            ("dial box", tuple(d.box for d in self.dials)),
+            ("marker box", self.markers),
+        )
         for kind, boxes in groups:
             for i, b in enumerate(boxes, start=1):
                 if not b.inside(width, height):
@@ -248,6 +341,8 @@ class MeterROI:
             if self.reference.markers:
                 ref["markers"] = [b.to_dict() for b in self.reference.markers]
             out["reference"] = ref
+        if self.dials:
+            out["dials"] = [d.to_dict() for d in self.dials]
         if self.rotate:
             out["rotate"] = self.rotate
         if self.refined:
@@ -303,7 +398,16 @@ class MeterROI:
         rotate = d.get("rotate", 0.0)
         if isinstance(rotate, int) and not isinstance(rotate, bool):
             rotate = float(rotate)
-        return cls(digits, decimals, reference, rotate, d.get("refined", False))
+        raw_dials = d.get("dials", [])
+        if not isinstance(raw_dials, Sequence) or isinstance(raw_dials, str | bytes):
+            raise ParameterError(f'"dials" must be a list of dials, got {raw_dials!r}')
+        if len(raw_dials) > MAX_DIALS:
+            raise ParameterError(f"at most {MAX_DIALS} dials, got {len(raw_dials)}")
+        nd = len(raw_dials)
+        dials = tuple(
+            Dial.from_dict(x, f"dial {i} of {nd}") for i, x in enumerate(raw_dials, start=1)
+        )
+        return cls(digits, decimals, reference, rotate, d.get("refined", False), dials)
 
 
 def load_roi(path: str | os.PathLike[str]) -> MeterROI:
@@ -364,8 +468,59 @@ def _check_box(b: Box, what: str) -> None:
         raise ParameterError(f"{what} has an empty size (w={b.w}, h={b.h}); use w, h >= 1")
 
 
-def _validate_digits(digits: tuple[Box, ...]) -> None:
+def _check_dial(d: Dial, what: str) -> None:
+    _check_box(d.box, what)
+    f = d.factor
+    if not (math.isfinite(f) and f > 0) or abs(math.log10(f) - round(math.log10(f))) > 1e-9:
+        raise ParameterError(
+            f"{what} factor must be a power of ten (0.1, 0.01, 1, 10, ...), got {f!r}"
+        )
+    if not -9 <= round(math.log10(f)) <= 9:
+        raise ParameterError(f"{what} factor must be between 1e-9 and 1e9, got {f!r}")
+    if d.direction not in ("cw", "ccw"):
+        raise ParameterError(f'{what} direction must be "cw" or "ccw", got {d.direction!r}')
+    if not (math.isfinite(d.zero_deg) and -360.0 <= d.zero_deg <= 360.0):
+        raise ParameterError(f"{what} zero_deg must be in -360..360 degrees, got {d.zero_deg!r}")
+
+
+#: Most dials an ROI may have.
+MAX_DIALS = 8
+
+
+def _validate_dials(dials: tuple[Dial, ...], decimals: int, has_digits: bool) -> None:
+    if not dials:
+        return
+    if len(dials) > MAX_DIALS:
+        raise ParameterError(f"at most {MAX_DIALS} dials, got {len(dials)}")
+    for i, d in enumerate(dials, start=1):
+        _check_dial(d, f"dial {i} of {len(dials)}")
+    exps = sorted((d.exponent for d in dials), reverse=True)
+    if len(set(exps)) != len(exps):
+        raise ParameterError("two dials have the same factor; each dial has its own power of ten")
+    for a, b in itertools.pairwise(exps):
+        if a - b != 1:
+            raise ParameterError(
+                f"the dial factors skip from {10.0**a:g} to {10.0**b:g}; they must be one "
+                "tenth apart (e.g. 0.1, 0.01, 0.001)"
+            )
+    if has_digits and exps[0] != -decimals - 1:
+        raise ParameterError(
+            f"the largest dial factor is {10.0 ** exps[0]:g}, but the last wheel counts "
+            f"{10.0**-decimals:g}: the first dial must be x{10.0 ** (-decimals - 1):g} "
+            "(or fix decimals)"
+        )
+    if not has_digits and decimals != 0:
+        raise ParameterError("a register of dials only has decimals 0 (the factors say the rest)")
+    if exps[-1] > 0:
+        raise ParameterError(
+            f"the smallest dial factor is {10.0 ** exps[-1]:g}; it must be 1 or smaller"
+        )
+
+
+def _validate_digits(digits: tuple[Box, ...], allow_empty: bool = False) -> None:
     if not digits:
+        if allow_empty:
+            return
         raise ParameterError("the ROI has no digit boxes; add one box per wheel, left to right")
     n = len(digits)
     for i, b in enumerate(digits, start=1):
