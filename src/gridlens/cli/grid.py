@@ -1,8 +1,10 @@
-"""``gridlens powerflow`` and ``gridlens place``: the feeder subcommands of the CLI."""
+"""``gridlens powerflow``, ``gridlens place`` and ``gridlens feeder ...``: the feeder
+subcommands of the CLI."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,7 @@ def load_feeder(spec: str, pv_bus: str | None, pv_kw: float | None) -> Any:
 
 
 def add_grid_commands(sub: Any, emit_json: Any) -> None:
+    add_feeder_commands(sub, emit_json)
     p = sub.add_parser(
         "powerflow",
         help="power flow of a feeder through OpenDSS or power-grid-model",
@@ -300,3 +303,194 @@ def _cmd_place_paper(args: argparse.Namespace, emit_json: Any) -> int:
     )
     print("\n" + verdict)
     return 0
+
+
+# ------------------------------------------------------------------ feeders in the store
+
+_REF = re.compile(
+    r"(?:\bredirect|\bcompile|\bbuscoords|\bfile\s*=)\s*\(?\s*[\"']?([^\s\"')]+)", re.IGNORECASE
+)
+
+
+def dss_files(path: Path) -> dict[str, str]:
+    """The .dss file at ``path`` and the files of its folder it refers to (Redirect,
+    Compile, Buscoords, ``file=``), recursively, by name."""
+    if not path.is_file():
+        raise NotFoundError(f"no such file: {path}")
+    folder = path.parent
+    out: dict[str, str] = {}
+    todo = [path.name]
+    while todo:
+        name = todo.pop()
+        if name in out:
+            continue
+        p = folder / name
+        if not p.is_file():
+            continue
+        text = p.read_text(errors="replace")
+        out[name] = text
+        for line in text.splitlines():
+            code = line.split("!")[0].split("//")[0]
+            for ref in _REF.findall(code):
+                ref = ref.replace("\\", "/")
+                if "/" not in ref and ref not in out:
+                    todo.append(ref)
+    return out
+
+
+def add_feeder_commands(sub: Any, emit_json: Any) -> None:
+    from gridlens.cli.server import _db
+
+    fp = sub.add_parser(
+        "feeder",
+        help="feeders in the store: add, list, remove, estimate",
+        description="Feeders the server estimates hour by hour from the meters on their "
+        "buses (`gridlens device set NAME --feeder F --bus B`) and their µPMUs.",
+    )
+    fs = fp.add_subparsers(dest="feeder_command", metavar="{add,list,remove,estimate}")
+    a = fs.add_parser(
+        "add",
+        help="add a built-in feeder or an OpenDSS one",
+        description="Add a feeder: --builtin ieee15, or --dss PATH.dss (with the files it "
+        "redirects to from its folder). OpenDSS compiles it once; the balanced model is stored.",
+    )
+    a.add_argument("name")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--builtin", choices=("ieee15",))
+    src.add_argument("--dss", type=Path, metavar="PATH.dss")
+    a.add_argument("--pmus", default="", help="comma-separated µPMU buses, e.g. 1,2,9")
+    _db(a)
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=lambda x: _cmd_feeder_add(x, emit_json))
+    ls = fs.add_parser("list", help="the feeders")
+    _db(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=lambda x: _cmd_feeder_list(x, emit_json))
+    rm = fs.add_parser("remove", help="remove a feeder (devices and readings stay)")
+    rm.add_argument("feeder", metavar="NAME_OR_ID")
+    _db(rm)
+    rm.add_argument("--json", action="store_true")
+    rm.set_defaults(func=lambda x: _cmd_feeder_remove(x, emit_json))
+    es = fs.add_parser(
+        "estimate",
+        help="bring the hourly estimates up to date and print the latest hour",
+        description="Estimate every hour of the feeder that has no estimate or whose "
+        "readings changed, then print the latest hour's lowest voltages.",
+    )
+    es.add_argument("feeder", metavar="NAME_OR_ID")
+    _db(es)
+    es.add_argument("--json", action="store_true")
+    es.set_defaults(func=lambda x: _cmd_feeder_estimate(x, emit_json))
+
+
+def _cmd_feeder_add(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.cli.server import _open_store, _whoami
+    from gridlens.grid.feeder import feeder_from_dict
+    from gridlens.server import grid_se
+    from gridlens.store.feeders import feeder_summary
+    from gridlens.store.repo import check_name
+
+    check_name(args.name, "feeder")
+    if args.builtin:
+        model, source, files = grid_se.builtin_model(args.builtin), f"builtin:{args.builtin}", None
+    else:
+        files = dss_files(args.dss)
+        model, main = grid_se.compile_files(files, args.dss.name)
+        source = f"dss:{main}"
+    f = feeder_from_dict(model)
+    pmus = [f.bus_names[f.bus_index(b)] for b in _fixed(args.pmus)]
+    with _open_store(args.db) as store:
+        row = store.add_feeder(
+            args.name, source, model, actor=f"cli:{_whoami()}", files=files, pmus=pmus
+        )
+        doc = feeder_summary(row)
+    if args.json:
+        emit_json(doc)
+    else:
+        print(
+            f"feeder {doc['id']} ({doc['name']}): {doc['buses']} buses, {doc['lines']} "
+            f"branches, µPMUs {','.join(pmus) or '-'}"
+        )
+    return 0
+
+
+def _cmd_feeder_list(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.cli.server import _open_store
+
+    with _open_store(args.db) as store:
+        rows = store.feeders()
+    if args.json:
+        emit_json({"feeders": rows})
+        return 0
+    print(f"{'id':>3}  {'name':<20} {'source':<24} {'buses':>5} {'meters':>6}  µPMUs")
+    for r in rows:
+        print(
+            f"{r['id']:>3}  {r['name']:<20} {r['source']:<24} {r['buses']:>5} "
+            f"{r['meters']:>6}  {','.join(r['pmus']) or '-'}"
+        )
+    return 0
+
+
+def _cmd_feeder_remove(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.cli.server import _open_store, _whoami
+
+    with _open_store(args.db) as store:
+        row = store.remove_feeder(args.feeder, actor=f"cli:{_whoami()}")
+    if args.json:
+        emit_json({"removed": row.id, "name": row.name})
+    else:
+        print(f"feeder {row.id} ({row.name}) removed")
+    return 0
+
+
+def _cmd_feeder_estimate(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.cli.server import _open_store
+    from gridlens.server import grid_se
+
+    with _open_store(args.db) as store:
+        row = store.feeder(args.feeder)
+        stats = grid_se.refresh(store, row.id)
+        latest = store.latest_hour(row.id)
+        doc: dict[str, Any] = {"feeder": row.name, **stats, "latest": None}
+        if latest is not None:
+            hours = grid_se.estimates_doc(store, row, latest, latest + 3600)["hours"]
+            doc["latest"] = hours[0] if hours else None
+    if args.json:
+        emit_json(doc)
+        return 0
+    print(
+        f"feeder {row.name}: {stats['estimated']} hour(s) estimated, {stats['dirty']} "
+        f"re-estimated after late readings, in {stats['seconds']:.2f} s"
+    )
+    last = doc["latest"]
+    if last is None:
+        print("no estimated hour yet: put meters on its buses (gridlens device set ...)")
+        return 0
+    tve = f", mean TVE {last['mean_tve_pct']:.3f} %" if "mean_tve_pct" in last else ""
+    print(
+        f"latest hour {last['hour']}: {last['meters_read']} meter(s) read, "
+        f"{last['meters_pseudo']} pseudo{tve}"
+    )
+    low = sorted(last["buses"], key=lambda b: b["vm_pu"])[:5]
+    print("lowest voltages:  bus  |V| pu  ± σ")
+    for b in low:
+        print(f"  {b['name']:>14}  {b['vm_pu']:.4f}  ± {b['vm_sigma_pu']:.4f}")
+    return 0
+
+
+def set_device_bus(
+    store: Any, device_id: int, feeder: str, bus: str, actor: str, scale: float = 1.0
+) -> dict[str, Any]:
+    """``gridlens device set NAME --feeder F --bus B``: put the device on the bus ("-" for
+    ``--feeder``: take it off its feeder)."""
+    from gridlens.server import grid_se
+
+    if feeder == "-":
+        store.place_meter(device_id, None, None, actor=actor)
+        return {"feeder": None, "bus": None}
+    row = store.feeder(feeder)
+    f = grid_se.load_model(row)
+    b = str(bus).strip()
+    name = b if b in f.bus_names else f.bus_names[f.bus_index(b.lower())]
+    store.place_meter(device_id, row.id, name, actor=actor, scale=scale)
+    return {"feeder": row.name, "bus": name, "scale": scale}

@@ -183,6 +183,9 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
     ds.add_argument("--max-rate", type=float, help="new plausibility limit, unit per hour")
     ds.add_argument("--roi", type=Path, help="new ROI JSON (with its reference photo)")
     ds.add_argument("--rename", metavar="NEW", help="new device name")
+    ds.add_argument("--feeder", metavar="F", help="put the meter on a bus of feeder F ('-': off)")
+    ds.add_argument("--bus", metavar="B", help="the bus of --feeder the meter is on")
+    ds.add_argument("--scale", type=float, default=1.0, help="bus load = kWh x scale")
     _pull_options(ds, change=True)
     _db(ds)
     ds.add_argument("--json", action="store_true")
@@ -382,12 +385,31 @@ def _cmd_device_list(args: argparse.Namespace, emit_json: Any) -> int:
     return 0
 
 
+def _cmd_device_bus(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.cli.grid import set_device_bus
+
+    if (args.bus is None) != (args.feeder == "-"):
+        raise ParameterError("--feeder F needs --bus B (--feeder - takes the meter off)")
+    with _open_store(args.db) as store:
+        dev = store.device(_device_id(store, args.device))
+        doc = set_device_bus(store, dev.id, args.feeder, args.bus, f"cli:{_whoami()}", args.scale)
+    if args.json:
+        emit_json({"device_id": dev.id, "name": dev.name, **doc})
+    elif doc["feeder"] is None:
+        print(f"device {dev.id} ({dev.name}): on no feeder")
+    else:
+        print(f"device {dev.id} ({dev.name}): on bus {doc['bus']} of feeder {doc['feeder']}")
+    return 0
+
+
 def _cmd_device_set(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.server.ingest import device_roi
     from gridlens.store.pulls import pull_source
     from gridlens.store.repo import device_dict
 
     pull = _pull_change(args)
+    if args.feeder is not None:  # a meter on a feeder's bus (cli/grid.py)
+        return _cmd_device_bus(args, emit_json)
     if all(v is None for v in (args.unit, args.max_rate, args.roi, args.rename, pull)):
         raise ParameterError(
             "nothing to change: give --unit, --max-rate, --roi, --rename or the --pull-... options"

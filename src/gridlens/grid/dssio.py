@@ -255,6 +255,11 @@ def load_dss(path: str | Path) -> Feeder:
             skipped[cls] += 1
     for cls, k in sorted(skipped.items()):
         notes.append(f"{k} {cls} element(s) not represented")
+    coords: list[tuple[str, float, float]] = []
+    for n in names:
+        dss.Circuit.SetActiveBus(n)
+        if dss.Bus.Coorddefined():
+            coords.append((n, float(dss.Bus.X()), float(dss.Bus.Y())))
     dss.Vsources.First()
     source = _bus(dss.CktElement.BusNames()[0])
     source_pu = float(dss.Vsources.PU())
@@ -275,6 +280,7 @@ def load_dss(path: str | Path) -> Feeder:
         source_pu=source_pu,
         frequency_hz=float(dss.Solution.Frequency()),
         notes=tuple(notes),
+        coords=tuple(coords),
     )
 
 

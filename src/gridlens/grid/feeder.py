@@ -33,6 +33,8 @@ __all__ = [
     "Shunt",
     "Switch",
     "Transformer",
+    "feeder_from_dict",
+    "feeder_to_dict",
     "ieee15",
 ]
 
@@ -119,6 +121,8 @@ class Feeder:
     source_pu: float = 1.0
     frequency_hz: float = 60.0
     notes: tuple[str, ...] = field(default=(), compare=False)
+    coords: tuple[tuple[str, float, float], ...] = field(default=(), compare=False)
+    """Bus positions from the .dss ``Buscoords`` (bus, x, y); empty when it has none."""
 
     def __post_init__(self) -> None:
         names = [b.name for b in self.buses]
@@ -281,3 +285,42 @@ def ieee15(pv_bus: str | int | None = None, pv_kw: float = 0.0) -> Feeder:
     if pv_bus is not None:
         feeder = feeder.with_pv(pv_bus, pv_kw)
     return feeder
+
+
+_PARTS: dict[str, type] = {
+    "buses": Bus,
+    "lines": Line,
+    "transformers": Transformer,
+    "switches": Switch,
+    "loads": Load,
+    "generators": Generator,
+    "shunts": Shunt,
+}
+
+
+def feeder_to_dict(feeder: Feeder) -> dict[str, object]:
+    """A JSON-ready document of ``feeder`` (what :func:`feeder_from_dict` reads back)."""
+    from dataclasses import asdict
+
+    doc = asdict(feeder)
+    for key in _PARTS:
+        doc[key] = list(doc[key])
+    doc["notes"] = list(feeder.notes)
+    doc["coords"] = [list(c) for c in feeder.coords]
+    return doc
+
+
+def feeder_from_dict(doc: dict[str, object]) -> Feeder:
+    """The :class:`Feeder` of a :func:`feeder_to_dict` document."""
+    kw: dict[str, object] = {}
+    for key, value in doc.items():
+        cls = _PARTS.get(key)
+        if cls is not None:
+            assert isinstance(value, list | tuple)
+            kw[key] = tuple(cls(**item) for item in value)
+        elif key in ("notes", "coords"):
+            assert isinstance(value, list | tuple)
+            kw[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            kw[key] = value
+    return Feeder(**kw)  # type: ignore[arg-type]

@@ -100,7 +100,12 @@ class _Runner:
     """Runs chunk jobs in-process, on Dask threads, a LocalCluster or a remote scheduler."""
 
     def __init__(
-        self, workers: int | None, scheduler: str | None, progress: bool, label: str
+        self,
+        workers: int | None,
+        scheduler: str | None,
+        progress: bool,
+        label: str,
+        callback: Callable[[float], None] | None = None,
     ) -> None:
         self.workers, self.scheduler, self.progress, self.label = (
             workers,
@@ -108,6 +113,7 @@ class _Runner:
             progress,
             label,
         )
+        self.callback = callback
         self._client: Any = None
         self._cluster: Any = None
 
@@ -147,7 +153,7 @@ class _Runner:
         scorer: Scorer,
         chunks: list[list[tuple[int, ...]]],
     ) -> list[Any]:
-        bar = _Progress(len(chunks), self.label, self.progress)
+        bar = _Progress(len(chunks), self.label, self.progress, self.callback)
         if self._client is not None:
             from distributed import as_completed
 
@@ -187,14 +193,24 @@ class _Tick:
 class _Progress:
     """A tqdm bar on stderr when asked for (and when there is more than one step)."""
 
-    def __init__(self, total: int, label: str, enabled: bool) -> None:
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        enabled: bool,
+        callback: Callable[[float], None] | None = None,
+    ) -> None:
         self._bar: Any = None
+        self._total, self._done, self._callback = max(total, 1), 0, callback
         if enabled and total > 1:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=label, file=sys.stderr, leave=False)
 
     def step(self) -> None:
+        self._done += 1
+        if self._callback is not None:
+            self._callback(self._done / self._total)
         if self._bar is not None:
             self._bar.update(1)
 
@@ -213,11 +229,14 @@ def evaluate_placements(
     scheduler: str | None = None,
     progress: bool = False,
     label: str = "placements",
+    callback: Callable[[float], None] | None = None,
 ) -> list[PlacementScore]:
-    """Score ``placements`` (bus indices) with ``scorer``; returned in the input order."""
+    """Score ``placements`` (bus indices) with ``scorer``; returned in the input order.
+
+    ``callback(fraction)`` is called as chunks finish (for a job's progress)."""
     places = [study.check_placement(p) for p in placements]
     chunks = [places[a : a + chunk] for a in range(0, len(places), chunk)]
-    with _Runner(workers, scheduler, progress, label) as run:
+    with _Runner(workers, scheduler, progress, label, callback) as run:
         parts = run.map(_chunk_scores, study, scorer, chunks)
     names = study.feeder.bus_names
     out: list[PlacementScore] = []
@@ -250,6 +269,7 @@ def search(
     progress: bool = False,
     chunk: int | None = None,
     estimator_options: dict[str, Any] | None = None,
+    callback: Callable[[float], None] | None = None,
 ) -> SearchResult:
     """Best placements of ``k`` µPMUs (``fixed`` buses always included), best first.
 
@@ -300,11 +320,12 @@ def search(
             scheduler=scheduler,
             progress=progress,
             label=f"{name} exhaustive",
+            callback=callback,
         )
         evaluated = len(combos)
     elif method == "greedy":
         scores, evaluated = _greedy(
-            study, scorer, name, k, fixed_idx, free, size, workers, scheduler, progress
+            study, scorer, name, k, fixed_idx, free, size, workers, scheduler, progress, callback
         )
     else:
         raise ParameterError(f"unknown search {method!r}; choose exhaustive or greedy")
@@ -323,9 +344,18 @@ def _greedy(
     workers: int | None,
     scheduler: str | None,
     progress: bool,
+    callback: Callable[[float], None] | None = None,
 ) -> tuple[list[PlacementScore], int]:
     names = study.feeder.bus_names
     chosen = list(fixed)
+    steps = max(1, k - len(chosen))
+
+    def part(step: int) -> Callable[[float], None] | None:
+        if callback is None:
+            return None
+        cb = callback
+        return lambda frac: cb(min(1.0, (step + frac) / steps))
+
     evaluated = 0
     last: list[PlacementScore] = []
     if not chosen:  # the first µPMU: the one that alone scores best
@@ -359,6 +389,7 @@ def _greedy(
                 scheduler=scheduler,
                 progress=progress,
                 label=f"{name} greedy step {step + 1}",
+                callback=part(step),
             )
         evaluated += len(cand)
         chosen.append(cand[int(np.argmin([s.mean_tve_pct for s in last]))])
