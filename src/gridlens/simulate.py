@@ -30,6 +30,13 @@ double data.
 
 **Relay.** A relay ``off`` command disconnects the load: the register stops until ``on``.
 
+**Injected anomalies** (:class:`InjectedAnomaly`, ``anomalies=`` of :class:`Simulator`)
+change what a device's register shows in a span of time: ``night-load`` adds a machine's
+power (a machine left running at night), ``stuck`` freezes the register (the energy used
+meanwhile is never counted), ``holiday`` keeps only a fraction of the load (a working day
+that looks like a holiday). :func:`plan_demo_anomalies` places one of each in a fleet's
+last week, as ``gridlens demo`` does.
+
 The module uses only the HTTP API (httpx), never the server or store packages.
 """
 
@@ -47,7 +54,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,16 +71,20 @@ from gridlens.meter.roi import MeterROI
 from gridlens.meter.synth import matches_register, render_meter, render_reference
 
 __all__ = [
+    "ANOMALY_KINDS",
     "ConsumptionProfile",
     "DeviceState",
+    "InjectedAnomaly",
     "SimMeter",
     "Simulator",
     "SimulatorError",
     "factory_profile",
+    "history_points",
     "household_profile",
     "make_meter",
     "parse_duration",
     "parse_start",
+    "plan_demo_anomalies",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -631,6 +642,138 @@ def make_meter(kind: str = "household", layout_seed: int = 0, profile_seed: int 
     return SimMeter(kind, layout_seed, ConsumptionProfile(profile_seed, kind), ref, roi)
 
 
+# ---------------------------------------------------------------------------- anomalies
+
+ANOMALY_KINDS = ("night-load", "stuck", "holiday")
+
+
+@dataclass(frozen=True)
+class InjectedAnomaly:
+    """An anomaly put into one device's register.
+
+    Attributes
+    ----------
+    device : str
+        The device's name (``meter-001``).
+    kind : {"night-load", "stuck", "holiday"}
+        ``night-load``: ``kw`` more power from ``start`` to ``end``; ``stuck``: the register
+        shows its value at ``start`` until ``end`` and then counts on from there (the energy
+        used meanwhile is lost); ``holiday``: only ``keep`` of the load is used.
+    start, end : float
+        Seconds since 1970 UTC, ``start < end``.
+    kw : float
+        ``night-load`` only: the extra power.
+    keep : float
+        ``holiday`` only: the fraction of the usual load that is left.
+    """
+
+    device: str
+    kind: str
+    start: float
+    end: float
+    kw: float = 0.0
+    keep: float = 0.15
+
+    def __post_init__(self) -> None:
+        check_param(self.kind in ANOMALY_KINDS, "kind", "InjectedAnomaly",
+                    f"one of {ANOMALY_KINDS}", self.kind)  # fmt: skip
+        check_param(
+            math.isfinite(self.start) and math.isfinite(self.end) and self.start < self.end,
+            "end", "InjectedAnomaly", "a time after start", self.end,
+        )  # fmt: skip
+        check_param(math.isfinite(self.kw) and self.kw >= 0, "kw", "InjectedAnomaly",
+                    "a number of kW >= 0", self.kw)  # fmt: skip
+        check_param(0.0 <= self.keep <= 1.0, "keep", "InjectedAnomaly", "in [0, 1]", self.keep)
+
+    def delta_kwh(self, energy: Any, t: float) -> float:
+        """What the anomaly adds to the register at ``t``; ``energy(t)`` is the register
+        without it."""
+        if t <= self.start:
+            return 0.0
+        u = min(t, self.end)
+        if self.kind == "night-load":
+            return self.kw * (u - self.start) / 3600.0
+        used = float(energy(u)) - float(energy(self.start))
+        return -used if self.kind == "stuck" else -(1.0 - self.keep) * used
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``demo.json``): device, kind, start and end as ISO 8601."""
+        return {
+            "device": self.device,
+            "kind": self.kind,
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "start_s": self.start,
+            "end_s": self.end,
+            "kw": self.kw,
+            "keep": self.keep,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InjectedAnomaly:
+        return cls(
+            str(d["device"]),
+            str(d["kind"]),
+            float(d["start_s"]),
+            float(d["end_s"]),
+            float(d.get("kw", 0.0)),
+            float(d.get("keep", 0.15)),
+        )
+
+
+def plan_demo_anomalies(devices: list[tuple[str, str]], now: float) -> list[InjectedAnomaly]:
+    """One anomaly of each kind in the last week of a fleet, at fixed hours (UTC).
+
+    Parameters
+    ----------
+    devices : list of (name, kind)
+        The fleet's devices in order, ``kind`` ``household`` or ``factory``.
+    now : float
+        Seconds since 1970 UTC.
+
+    Returns
+    -------
+    list of InjectedAnomaly
+        ``stuck``: the first household's register from 06:00 to 22:00 four days ago;
+        ``night-load``: a machine left running at night two nights ago, 22:00 to 06:00 (the
+        first factory: 80 kW; else the last household: 2 kW); ``holiday``: the first
+        factory's (else the last household's) most recent weekday at least five days ago,
+        00:00 to 24:00. Empty without devices.
+    """
+    if not devices:
+        return []
+    day0 = math.floor(now / _DAY_S) * _DAY_S
+    homes = [n for n, k in devices if k == "household"]
+    plants = [n for n, k in devices if k == "factory"]
+    out: list[InjectedAnomaly] = []
+    if homes:
+        out.append(InjectedAnomaly(homes[0], "stuck", day0 - 4 * _DAY_S + 6 * 3600.0,
+                                   day0 - 4 * _DAY_S + 22 * 3600.0))  # fmt: skip
+    target = plants[0] if plants else (homes[-1] if len(homes) > 1 else devices[-1][0])
+    kw = 80.0 if plants else 2.0
+    night = day0 - 2 * _DAY_S - 2 * 3600.0
+    out.append(InjectedAnomaly(target, "night-load", night, night + 8 * 3600.0, kw=kw))
+    day = day0 - 5 * _DAY_S
+    while ((day // _DAY_S) + 3) % 7 >= 5:  # 1970-01-01 was a Thursday: skip weekends
+        day -= _DAY_S
+    out.append(InjectedAnomaly(target, "holiday", day, day + _DAY_S))
+    return out
+
+
+def history_points(
+    device: DeviceState, start: float, end: float, step_s: float = 600.0
+) -> list[tuple[float, float]]:
+    """The register a device shows every ``step_s`` from ``start`` up to ``end`` (its
+    anomalies included): (time, value) pairs to import as readings instead of photos."""
+    check_param(step_s >= 1, "step_s", "history_points", ">= 1 s", step_s)
+    t = math.ceil(start / step_s) * step_s
+    out = []
+    while t < end:
+        out.append((t, device.meter.register_at(device.energy_at(t))))
+        t += step_s
+    return out
+
+
 # ---------------------------------------------------------------------------- devices
 
 
@@ -677,12 +820,15 @@ class DeviceState:
     capture_now: bool = False
     disabled: str | None = None
     busy: bool = False
+    anomalies: list[InjectedAnomaly] = field(default_factory=list)
 
     def energy_at(self, t: float) -> float:
-        """Register energy at simulated time ``t``, with relay-off periods taken out."""
+        """Register energy at simulated time ``t``, with relay-off periods taken out and the
+        injected anomalies put in."""
         if self.off_since is not None:
             t = min(t, self.off_since)
-        return self.meter.profile.energy_kwh(t) - self.offset_kwh
+        raw = self.meter.profile.energy_kwh
+        return raw(t) - self.offset_kwh + sum(a.delta_kwh(raw, t) for a in self.anomalies)
 
     def set_relay(self, state: str, t: float) -> None:
         """Switch the relay at simulated time ``t``; off disconnects the load."""
@@ -764,6 +910,9 @@ class Simulator:
     client : httpx.Client, optional
         Use this client (e.g. Starlette's ``TestClient(app)`` with
         ``server="http://testserver"``) instead of opening one.
+    anomalies : sequence of InjectedAnomaly
+        Put into the devices they name (kept in the state file, so a later run goes on
+        with the same registers).
     """
 
     def __init__(
@@ -789,6 +938,7 @@ class Simulator:
         queue_limit: int = 100,
         timeout_s: float = 30.0,
         client: httpx.Client | None = None,
+        anomalies: Sequence[InjectedAnomaly] = (),
     ) -> None:
         def _num(v: object) -> bool:
             return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
@@ -858,6 +1008,9 @@ class Simulator:
         self.timeout_s = float(timeout_s)
         self._client = client
         self._own_client = client is None
+        self.anomalies = list(anomalies)
+        if not all(isinstance(a, InjectedAnomaly) for a in self.anomalies):
+            raise ParameterError("Simulator: anomalies must be InjectedAnomaly objects")
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._devices: list[DeviceState] = []
@@ -967,8 +1120,17 @@ class Simulator:
             dev = DeviceState(
                 name, i, int(body["device_id"]), str(body["token"]), meter, self.interval_s
             )
+            dev.anomalies = [a for a in self.anomalies if a.device == name]
             devices.append(dev)
             state[name] = self._state_entry(dev)
+            self._save_state(state)
+        given = {a.device for a in self.anomalies}
+        for d in devices:
+            if d.name in given:
+                d.anomalies = [a for a in self.anomalies if a.device == d.name]
+        if given:
+            for d in devices:
+                state[d.name] = self._state_entry(d)
             self._save_state(state)
         self._devices = devices
         return self.devices
@@ -1389,6 +1551,7 @@ class Simulator:
             dev.offset_kwh = float(entry.get("offset_kwh", 0.0))
             off = entry.get("off_since")
             dev.off_since = None if off is None else float(off)
+            dev.anomalies = [InjectedAnomaly.from_dict(a) for a in entry.get("anomalies") or []]
         except (KeyError, TypeError, ValueError, ParameterError) as exc:
             raise DataFormatError(
                 f"{self.state_file}: the entry of {name} is not valid ({exc}); fix or delete it"
@@ -1408,6 +1571,7 @@ class Simulator:
             "flash": d.flash,
             "offset_kwh": d.offset_kwh,
             "off_since": d.off_since,
+            "anomalies": [a.to_dict() for a in d.anomalies],
         }
 
     def _load_state(self) -> dict[str, Any]:

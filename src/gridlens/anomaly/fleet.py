@@ -1,17 +1,34 @@
-"""Scoring many meters at once as a Dask job (in-process threads, a LocalCluster, or a
-remote scheduler). Each series gets its own detector; results come back as summaries."""
+"""Scoring many meters at once.
+
+* :func:`score_meter`: one meter's hourly consumption against its own history, summarised
+  for the fleet's anomaly page (score over the last day and week, the last week's hourly
+  scores, anomalous runs with their kind). The server runs it for every meter.
+* :func:`score_many` / :func:`score_files`: many series as a Dask job (in-process threads, a
+  LocalCluster, or a remote scheduler). Each series gets its own detector; results come
+  back as summaries."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from gridlens.anomaly.data import Series, load_file
 from gridlens.errors import InputError
 
-__all__ = ["score_files", "score_many"]
+F64 = npt.NDArray[np.float64]
+
+#: Kinds of anomalous runs :func:`classify` tells apart.
+KINDS = ("high", "night-load", "low", "stuck")
+_HOUR = 3600.0
+_WEEK_H = 168
+
+__all__ = ["KINDS", "classify", "score_files", "score_many", "score_meter"]
 
 
 def _one(
@@ -124,3 +141,205 @@ def score_files(
 ) -> list[dict[str, Any]]:
     """:func:`score_many` on file paths (CSV or Green Button)."""
     return score_many(list(files), model, params=params, **kw)
+
+
+# --------------------------------------------------------------------------- the fleet page
+
+
+def _hour_of_week(epoch_s: F64) -> npt.NDArray[np.int64]:
+    # 1970-01-01 was a Thursday: shift so that 0 is Monday 00:00 UTC
+    return ((np.floor(epoch_s / _HOUR).astype(np.int64) + 72) % _WEEK_H).astype(np.int64)
+
+
+def expected_profile(epoch_s: F64, energy: F64) -> F64:
+    """The median energy of the same hour of the week (NaN-aware) at every hour: what the
+    meter usually uses then. Hours of the week never seen get the overall median."""
+    how = _hour_of_week(epoch_s)
+    med = np.full(_WEEK_H, np.nan)
+    for h in range(_WEEK_H):
+        v = energy[(how == h) & np.isfinite(energy)]
+        if v.size:
+            med[h] = float(np.median(v))
+    fill = float(np.nanmedian(energy)) if np.isfinite(energy).any() else 0.0
+    med[~np.isfinite(med)] = fill
+    out: F64 = med[how]
+    return out
+
+
+def classify(epoch_s: F64, energy: F64, expected: F64, *, night: tuple[int, int] = (22, 6)) -> str:
+    """The kind of an anomalous run of hours.
+
+    ``stuck``: no consumption at all for two hours or more, and for at least 40 % of the
+    run, where some was expected (a counter that stopped); ``low``: less than usual (a
+    working day that looks like a holiday, an outage); ``night-load``: more than usual,
+    mostly at night (``night`` hours UTC, start to end); ``high``: more than usual.
+    """
+    e, x = np.asarray(energy, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    ok = np.isfinite(e)
+    if not ok.any():
+        return "low"
+    e, x, t = e[ok], x[ok], np.asarray(epoch_s, dtype=np.float64)[ok]
+    scale = max(float(np.nanmax(np.abs(x))) if x.size else 0.0, 1e-9)
+    zero = np.abs(e) <= 1e-6 * scale
+    streak = best = 0
+    for z in zero:
+        streak = streak + 1 if z else 0
+        best = max(best, streak)
+    if best >= max(2, 0.4 * e.size) and float(np.sum(x[zero])) > 0:
+        return "stuck"
+    if float(np.sum(e - x)) < 0:
+        return "low"
+    hours = (np.floor(t / _HOUR).astype(np.int64)) % 24
+    lo, hi = night
+    at_night = (hours >= lo) | (hours < hi) if lo > hi else (hours >= lo) & (hours < hi)
+    return "night-load" if float(np.mean(at_night)) > 0.5 else "high"
+
+
+def _centered_mean(x: F64, k: int) -> F64:
+    """Mean of each point's centred window of ``k`` points (shorter at the ends)."""
+    ker = np.ones(k)
+    num = np.convolve(x, ker, mode="same")
+    den = np.convolve(np.ones_like(x), ker, mode="same")
+    out: F64 = num / den
+    return out
+
+
+def cycle_error(x: F64, period: int) -> float:
+    """How well the phase median of period ``period`` predicts ``x`` on cycles it did not see:
+    the median absolute error of each whole cycle against the median of the other cycles
+    (leave one cycle out). Inf with fewer than three cycles."""
+    c = x.size // period
+    if c < 3:
+        return math.inf
+    m = x[x.size - c * period :].reshape(c, period)
+    errs = [np.abs(m[i] - np.median(np.delete(m, i, axis=0), axis=0)) for i in range(c)]
+    return float(np.median(np.concatenate(errs)))
+
+
+def score_meter(
+    epoch_s: npt.ArrayLike,
+    energy: npt.ArrayLike,
+    *,
+    now: float,
+    model: str = "profile",
+    min_score: float = 0.0,
+    contamination: float = 0.01,
+    window_h: int = 6,
+    min_days: float = 7.0,
+    merge_gap_h: int = 3,
+) -> dict[str, Any]:
+    """One meter's hourly consumption scored against its own history, for the fleet page.
+
+    A meter's single hours are noisy (a kettle, an oven): what is unusual is a deviation
+    that lasts. So the detector (``profile`` by default: the seasonal median and MAD per
+    phase, no PyTorch, milliseconds) scores the centred ``window_h``-hour mean of
+    ``log(energy + eps)`` (``eps``: 5 % of the median hour, so that zero consumption is a
+    finite, large drop). The period is a day or a week (the week needs three weeks of
+    history), whichever predicts the meter's own history better on cycles it did not see
+    (:func:`cycle_error`, leave one cycle out): a factory's weekends differ from its
+    weekdays, a household's hardly. A point's score is then a robust z-score of that hour's window.
+
+    Parameters
+    ----------
+    epoch_s, energy : array_like
+        Hour starts [s] and energy per hour, oldest first (NaN: unknown).
+    now : float
+        The end of the last day and week [epoch s].
+    model : str
+        A detector of :func:`gridlens.anomaly.detectors.make_detector` that takes
+        ``period`` (``profile``).
+    min_score : float
+        Runs whose highest score is below this are not events (the detector flags its top
+        ``contamination`` of hours on every meter, unusual or not).
+    window_h : int
+        Hours averaged around each hour.
+    min_days : float
+        Less known history than this gives no scores, a note instead.
+    merge_gap_h : int
+        Flagged runs at most this many hours apart are one event.
+
+    Returns
+    -------
+    dict
+        ``{"model", "period_h", "day_score", "week_score", "spark" (hourly scores of the
+        last 168 h, None where unknown), "spark_start", "note", "events": [{"start", "end",
+        "score", "kind"}]}`` (events highest score first); scores None (and a note) when
+        there is too little data.
+    """
+    from gridlens.anomaly.detectors import make_detector
+    from gridlens.errors import check_param
+
+    check_param(1 <= window_h <= 48, "window_h", "score_meter", "in [1, 48]", window_h)
+    t = np.asarray(epoch_s, dtype=np.float64)
+    e = np.asarray(energy, dtype=np.float64)
+    spark_start = float(np.floor(now / _HOUR) * _HOUR - (_WEEK_H - 1) * _HOUR)
+    out: dict[str, Any] = {
+        "model": model,
+        "period_h": None,
+        "day_score": None,
+        "week_score": None,
+        "spark": [],
+        "spark_start": spark_start,
+        "note": None,
+        "events": [],
+    }
+    known = np.isfinite(e)
+    need = int(min_days * 24)
+    if int(known.sum()) < need:
+        out["note"] = (
+            f"anomaly scoring needs {min_days:g} days of hourly consumption; "
+            f"{int(known.sum())} hours so far"
+        )
+        return out
+    first, last = int(np.argmax(known)), int(known.size - np.argmax(known[::-1]))
+    t, e, known = t[first:last], e[first:last], known[first:last]
+    expected = expected_profile(t, e)
+    filled = np.where(known, np.maximum(e, 0.0), expected)
+    pos = filled[filled > 0]
+    eps = max(0.05 * float(np.median(pos)) if pos.size else 0.0, 1e-9)
+    x = _centered_mean(np.log(filled + eps), window_h)
+    period = min((24, _WEEK_H), key=lambda p: (cycle_error(x, p), p))
+    det = make_detector(model, period=period, contamination=contamination).fit(x)
+    scores = np.asarray(det.score_samples(x), dtype=np.float64)
+    threshold = float(det.threshold_)
+    out["period_h"] = period
+    sk = np.where(known, scores, np.nan)  # imputed hours are not the meter's
+    day = (t >= now - 24 * _HOUR) & (t < now)
+    week = (t >= now - _WEEK_H * _HOUR) & (t < now)
+    if np.isfinite(sk[day]).any():
+        out["day_score"] = round(float(np.nanmax(sk[day])), 3)
+    if np.isfinite(sk[week]).any():
+        out["week_score"] = round(float(np.nanmax(sk[week])), 3)
+    idx = np.round((t - spark_start) / _HOUR).astype(np.int64)
+    spark: list[float | None] = [None] * _WEEK_H
+    for i, v in zip(idx, sk, strict=True):
+        if 0 <= i < _WEEK_H and np.isfinite(v):
+            spark[int(i)] = round(float(v), 2)
+    out["spark"] = spark
+    flags = known & (scores >= max(threshold, min_score))
+    runs: list[tuple[int, int]] = []
+    i, n = 0, flags.size
+    while i < n:
+        if not flags[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and flags[j + 1]:
+            j += 1
+        if runs and i - runs[-1][1] <= merge_gap_h:
+            runs[-1] = (runs[-1][0], j + 1)
+        else:
+            runs.append((i, j + 1))
+        i = j + 1
+    events = []
+    for a, b in runs:
+        events.append(
+            {
+                "start": float(t[a]),
+                "end": float(t[b - 1] + _HOUR),
+                "score": round(float(np.nanmax(sk[a:b])), 3),
+                "kind": classify(t[a:b], e[a:b], expected[a:b]),
+            }
+        )
+    out["events"] = sorted(events, key=lambda ev: -ev["score"])
+    return out

@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         puller = _make_puller(app) if settings.pull else None
         if puller is not None:
             puller.start()
+        if settings.anomaly_every_s:
+            app.state.anomaly.start()
         log.info("server started", extra={"db": store.url, "data_dir": settings.data_dir})
         try:
             yield
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             stop.set()
             if puller is not None:
                 puller.stop()
+            app.state.anomaly.stop()
             if bridge is not None:
                 bridge.stop()
             if own_store:
@@ -75,6 +78,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.mqtt = make_bridge(settings, store)
     app.state.publish_reading = lambda dev, reading: publish_reading(app, dev, reading)
     app.state.publish_command = lambda dev, cmd: publish_command(app, dev, cmd)
+    from gridlens.server.anomaly_scorer import make_scorer
+
+    app.state.anomaly = make_scorer(settings, store, app.state.mqtt)  # fleet anomaly scoring
 
     contract.install(app)  # one error shape; the OpenAPI document's security schemes
 

@@ -497,6 +497,11 @@ class MqttBridge:
         for topic in self.discovery_configs(device):
             self._publish(topic, "", retain=True)
 
+    def publish(self, topic: str, payload: str, retain: bool = False) -> bool:
+        """Publish one QoS 1 message (e.g. anomaly notifications, ``server/anomaly_notify.py``);
+        never raises, never blocks on the network."""
+        return self._publish(topic, payload, retain)
+
     def publish_availability(self, device: DeviceInfo, online: bool) -> None:
         """Publish (retained) ``online``/``offline`` on ``{prefix}/{segment}/connection``.
 

@@ -40,6 +40,10 @@ class Settings:
     pull_tick_s : how often the puller looks for due cameras [s].
     pull_timeout_s : the longest one fetch may take, connecting included [s].
     pull_concurrency : fetches at a time per process.
+    anomaly_every_s : how often each process scores every meter for the anomaly page [s]
+        (0: never; ``POST /api/v1/anomaly-ranking/rescore`` still does).
+    anomaly_min_score : detected runs below this score are not events.
+    anomaly_webhook_url : POST every new anomaly event here as JSON (empty: no webhook).
     """
 
     db: str = "sqlite:///gridlens.db"
@@ -62,6 +66,9 @@ class Settings:
     pull_tick_s: float = 1.0
     pull_timeout_s: float = 10.0
     pull_concurrency: int = 4
+    anomaly_every_s: float = 900.0
+    anomaly_min_score: float = 5.0
+    anomaly_webhook_url: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", normalize_url(self.db))
@@ -80,6 +87,18 @@ class Settings:
         if not 1 <= self.pull_concurrency <= 256:
             raise ParameterError(
                 f"pull concurrency must be in [1, 256], got {self.pull_concurrency}"
+            )
+        if self.anomaly_every_s != 0 and not 10 <= self.anomaly_every_s <= 86400:
+            raise ParameterError(
+                "anomaly scoring interval must be 0 or in [10, 86400] s, "
+                f"got {self.anomaly_every_s}"
+            )
+        if self.anomaly_webhook_url and not self.anomaly_webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ParameterError(
+                f"anomaly webhook URL must start with http:// or https://, got "
+                f"{self.anomaly_webhook_url[:80]!r}"
             )
         if self.image_retention_days < 0:
             raise ParameterError("image retention must be >= 0 days (0 keeps photos forever)")
