@@ -1,4 +1,5 @@
-"""``gridlens meter train|eval``, ``gridlens read`` and ``gridlens read-digits``."""
+"""``gridlens meter train|eval``, ``gridlens read``, ``gridlens read-digits`` and
+``gridlens read-dials``."""
 
 from __future__ import annotations
 
@@ -99,6 +100,21 @@ def add_meter_commands(sub: Any, emit_json: Any) -> None:
     d.add_argument("--model", type=Path)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=lambda a: _cmd_read_digits(a, emit_json))
+
+    dl = sub.add_parser(
+        "read-dials",
+        help="read single pointer-dial crops",
+        description="Read pointer-dial crops (files or folders of images, each the box around "
+        "one dial ring): the pointer's position in [0, 10) divisions and a confidence. "
+        "Numbers increase clockwise from 12 o'clock unless --ccw / --zero-deg say otherwise.",
+    )
+    dl.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    dl.add_argument("--ccw", action="store_true", help="the numbers increase anticlockwise")
+    dl.add_argument(
+        "--zero-deg", type=float, default=0.0, help="where the 0 is, degrees clockwise from 12"
+    )
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(func=lambda a: _cmd_read_dials(a, emit_json))
 
     r = sub.add_parser(
         "read",
@@ -330,6 +346,27 @@ def _cmd_read_digits(args: argparse.Namespace, emit_json: Any) -> int:
     return 0
 
 
+def _cmd_read_dials(args: argparse.Namespace, emit_json: Any) -> int:
+    from gridlens.meter.dials import read_dial
+    from gridlens.meter.image import decode_image
+
+    files = _collect_images(args.paths)
+    rows = []
+    for f in files:
+        r = read_dial(
+            decode_image(f), direction="ccw" if args.ccw else "cw", zero_deg=args.zero_deg
+        )
+        rows.append(
+            {"file": str(f), "value": round(r.value, 1), "confidence": r.to_dict()["confidence"]}
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['value']:4.1f}  {row['confidence']:.2f}  {row['file']}")
+    return 0
+
+
 def _cmd_read(args: argparse.Namespace, emit_json: Any) -> int:
     from gridlens.meter.plausibility import History, Limits
     from gridlens.meter.reading import MeterReader, MeterSession
@@ -382,6 +419,11 @@ def _print_reading(doc: dict[str, Any]) -> None:
     else:
         print(f"rejected: {doc['reason']}  (raw {doc['raw']})")
     print(f"wheels: {digits}")
+    if doc.get("dials"):
+        dials = " ".join(
+            f"x{d['factor']:g}:{d['value']:.1f}({d['confidence']:.2f})" for d in doc["dials"]
+        )
+        print(f"dials: {dials}")
     if doc.get("note"):
         print(f"note: {doc['note']}")
     if doc.get("refinement"):

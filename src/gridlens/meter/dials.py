@@ -84,12 +84,12 @@ def _ring(gray: U8) -> tuple[float, float, float]:
         minDist=SIZE,
         param1=100,
         param2=18,
-        minRadius=int(SIZE * 0.30),
-        maxRadius=int(SIZE * 0.52),
+        minRadius=int(SIZE * 0.22),
+        maxRadius=int(SIZE * 0.55),
     )
     if circles is not None:
         x, y, r = (float(v) for v in circles[0][0])
-        if math.hypot(x - c, y - c) < SIZE * 0.22:
+        if math.hypot(x - c, y - c) < SIZE * 0.25:
             return x, y, r
     return c, c, SIZE * 0.46
 
@@ -162,19 +162,24 @@ def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float]:
         scaled = np.clip(vals / top * 255.0, 0, 255).astype(np.uint8)
         thr, _ = cv2.threshold(scaled.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         mask = (np.sqrt(to_face) > max(thr / 255.0 * top, 12.0)) & disc
+    # a 2x2 opening drops specks (print, noise) and keeps pointers 2 px wide or more
     mask8 = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask8, connectivity=8)
-    if n <= 1:
-        return 0.0, 0.0
-    # the pointer: the part with the most pixels near the hub
-    near = rho < rr * 0.3
+    # the pointer: a part that reaches the middle of the dial and, unlike a ring, a scale or
+    # a numeral, spans a narrow range of directions away from the hub
     best, best_score = 0, 0.0
     for k in range(1, n):
+        area = float(stats[k, cv2.CC_STAT_AREA])
+        if area < 4:
+            continue
         part = labels == k
-        score = float((part & near).sum()) + 0.05 * float(stats[k, cv2.CC_STAT_AREA])
+        dmin = float(rho[part].min())
+        if dmin > 0.45 * rr:
+            continue
+        score = area * (1.0 - dmin / (0.5 * rr))
         if score > best_score:
             best, best_score = k, score
-    if best == 0 or not (labels[near] == best).any():
+    if best == 0:
         return 0.0, 0.0
     ptr = labels == best
     # the pivot: the centre of a hub disk where there is one (the deepest point of the
@@ -182,7 +187,7 @@ def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float]:
     depth = cv2.distanceTransform(ptr.astype(np.uint8), cv2.DIST_L2, 3)
     hy, hx = np.unravel_index(int(np.argmax(depth)), depth.shape)
     hub_r = float(depth[hy, hx])
-    if hub_r > 0.12 * rr and math.hypot(hx - cx, hy - cy) < 0.3 * rr:
+    if hub_r > 0.08 * rr and math.hypot(hx - cx, hy - cy) < 0.5 * rr:
         cx, cy = float(hx), float(hy)
         dx, dy = xx - cx, yy - cy
         rho = np.hypot(dx, dy)

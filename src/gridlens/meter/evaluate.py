@@ -37,11 +37,14 @@ from gridlens.meter.synth import wheel_positions
 
 __all__ = [
     "DISPLACEMENTS",
+    "DialSetResult",
     "PhotoSet",
     "box_robustness",
     "composed_meters",
     "displace",
+    "evaluate_dial_meter",
     "evaluate_series",
+    "load_dial_set",
     "load_photo_set",
     "series_folders",
 ]
@@ -250,3 +253,73 @@ def series_folders(root: Path | None = None) -> Sequence[Path]:
     """The ``meter-photos`` folders with labels under ``root`` (default :func:`data_root`)."""
     base = (root or data_root()) / "meter-photos"
     return sorted(p.parent for p in base.glob("*/labels.csv"))
+
+
+@dataclass
+class DialSetResult:
+    """:func:`evaluate_dial_meter`: whole photos (wheels + dials) and the dial crops alone."""
+
+    n: int
+    within: int  # photos read within ``tol`` of the labelled reading
+    rejected: int
+    accepted_decreases: int  # read in time order with memory
+    crops: int
+    crops_within_02: int  # dial crops within ±0.2 of a division (circular)
+    crops_within_05: int
+    misses: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def load_dial_set(folder: Path | str) -> tuple[MeterROI, list[str], list[float], list[list[float]]]:
+    """A ``meter-photos`` folder with ``dials.json``: the ROI with its ``dials``, the files,
+    the labelled readings and the labelled dial values (largest factor first)."""
+    import json
+
+    folder = Path(folder)
+    doc = json.loads((folder / "roi.json").read_text(encoding="utf-8"))
+    dials = json.loads((folder / "dials.json").read_text(encoding="utf-8"))["dial_boxes"]
+    doc["dials"] = [{k: b[k] for k in ("x", "y", "w", "h", "factor")} for b in dials]
+    roi = MeterROI.from_dict(doc, base_dir=folder)
+    order = np.argsort([-b["factor"] for b in dials])
+    files, readings, values = [], [], []
+    with open(folder / "labels.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            files.append(row["file"])
+            readings.append(float(row["reading"]))
+            v = [float(x) for x in row["dials"].split(";")]
+            values.append([v[i] for i in order])
+    return roi, files, readings, values
+
+
+def evaluate_dial_meter(
+    folder: Path | str, *, tol: float = 0.002, model: DigitReader | None = None
+) -> DialSetResult:
+    """Read every photo of a folder with dials alone (within ``tol`` of the labelled
+    reading, no forgiveness otherwise) and in time order (accepted decreases)."""
+    folder = Path(folder)
+    roi, files, readings, labels = load_dial_set(folder)
+    reader = MeterReader(roi, model=model)
+    res = DialSetResult(len(files), 0, 0, 0, 0, 0, 0)
+    photos = {f: decode_image(folder / f) for f in files}
+    for f, truth, lab in zip(files, readings, labels, strict=True):
+        r = reader.read(photos[f])
+        res.rejected += r.status != "ok"
+        if r.value is not None and abs(r.value - truth) <= tol + 1e-9:
+            res.within += 1
+        else:
+            res.misses.append(f"{f}: read {r.value} ({r.reason or r.raw}), labelled {truth}")
+        for d, t in zip(r.dials, lab, strict=False):
+            err = abs((d["value"] - t + 5.0) % 10.0 - 5.0)
+            res.crops += 1
+            res.crops_within_02 += err <= 0.2 + 1e-9
+            res.crops_within_05 += err <= 0.5 + 1e-9
+    session = MeterSession(reader)
+    last = -math.inf
+    for f in sorted(files):
+        r = session.feed(photos[f])
+        if r.status == "ok" and r.value is not None:
+            res.accepted_decreases += r.value < last - 1e-9
+            last = r.value
+    return res
