@@ -320,6 +320,50 @@ def render_meter(
     """
     _check_counter(n_digits, decimals, "render_meter")
     _check_size(size, 64, 4096, "render_meter")
+    _check_camera(
+        "render_meter",
+        perspective=perspective,
+        glare=glare,
+        noise=noise,
+        blur=blur,
+        shift_frac=shift_frac,
+        rotation_deg=rotation_deg,
+        zoom=zoom,
+        brightness=brightness,
+        jpeg_quality=jpeg_quality,
+    )
+    wheels = wheel_positions(reading, n_digits, decimals)
+    shown = round(float(reading) * 10.0**decimals, 6) % (10.0**n_digits) / 10.0**decimals
+    rng = np.random.default_rng(seed)
+    lay = _layout(n_digits, decimals, layout_seed, (int(size[0]), int(size[1])))
+    w, h = lay.size
+
+    scene = lay.scene.copy()
+    _paint_wheels(scene, lay, wheels)
+    _paint_disc(scene, lay, shown)
+
+    hmat = _camera_homography(
+        transform, rng, w, h, perspective, shift_frac, rotation_deg, zoom, "render_meter"
+    )
+    out = _photograph(scene, lay, rng, hmat, blur, brightness, glare, noise, jpeg_quality)
+    roi = MeterROI(lay.digits, decimals, Reference(None, lay.markers))
+    return SynthMeter(image=out, reading=shown, wheels=wheels, roi=roi, transform=hmat)
+
+
+def _check_camera(
+    owner: str,
+    *,
+    perspective: float,
+    glare: float,
+    noise: float,
+    blur: float,
+    shift_frac: float,
+    rotation_deg: float,
+    zoom: float,
+    brightness: float,
+    jpeg_quality: int | None,
+) -> None:
+    """Validate the camera-effect parameters of :func:`render_meter` (and its kin)."""
     for name, val, hi in (
         ("perspective", perspective, 1.0),
         ("glare", glare, 1.0),
@@ -333,36 +377,58 @@ def render_meter(
         check_param(
             isinstance(val, int | float) and 0.0 <= val <= hi,
             name,
-            "render_meter",
+            owner,
             f"a number in [0, {hi}]",
             val,
         )
     check_param(
         jpeg_quality is None or (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100),
         "jpeg_quality",
-        "render_meter",
+        owner,
         "None or an int in [1, 100]",
         jpeg_quality,
     )
-    wheels = wheel_positions(reading, n_digits, decimals)
-    shown = round(float(reading) * 10.0**decimals, 6) % (10.0**n_digits) / 10.0**decimals
-    rng = np.random.default_rng(seed)
-    lay = _layout(n_digits, decimals, layout_seed, (int(size[0]), int(size[1])))
-    w, h = lay.size
 
-    scene = lay.scene.copy()
-    _paint_wheels(scene, lay, wheels)
-    _paint_disc(scene, lay, shown)
 
+def _camera_homography(
+    transform: npt.ArrayLike | None,
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    perspective: float,
+    shift_frac: float,
+    rotation_deg: float,
+    zoom: float,
+    owner: str,
+) -> F64:
+    """The given reference-to-image homography (normalised), or a random camera pose."""
     if transform is not None:
         hmat = np.asarray(transform, dtype=np.float64)
         if hmat.shape != (3, 3) or not np.all(np.isfinite(hmat)) or abs(hmat[2, 2]) < 1e-12:
             raise ParameterError(
-                "The 'transform' parameter of render_meter must be a finite 3x3 homography."
+                f"The 'transform' parameter of {owner} must be a finite 3x3 homography."
             )
-        hmat = hmat / hmat[2, 2]
-    else:
-        hmat = _random_homography(rng, w, h, perspective, shift_frac, rotation_deg, zoom)
+        out: F64 = hmat / hmat[2, 2]
+        return out
+    return _random_homography(rng, w, h, perspective, shift_frac, rotation_deg, zoom)
+
+
+def _photograph(
+    scene: U8,
+    lay: _Layout,
+    rng: np.random.Generator,
+    hmat: F64,
+    blur: float,
+    brightness: float,
+    glare: float,
+    noise: float,
+    jpeg_quality: int | None,
+) -> U8:
+    """Take the camera photo of ``scene``: warp, blur, lighting, glare, noise and JPEG.
+
+    Glare falls on ``lay.digits`` or ``lay.face`` (see :func:`_add_glare`).
+    """
+    h, w = scene.shape[:2]
     if np.allclose(hmat, np.eye(3)):
         img = scene
     else:
@@ -391,8 +457,7 @@ def render_meter(
     out: U8 = f.astype(np.uint8)
     if jpeg_quality is not None:
         out = _jpeg_roundtrip(out, jpeg_quality)
-    roi = MeterROI(lay.digits, decimals, Reference(None, lay.markers))
-    return SynthMeter(image=out, reading=shown, wheels=wheels, roi=roi, transform=hmat)
+    return out
 
 
 def write_example(
@@ -848,21 +913,9 @@ def _layout(n_digits: int, decimals: int, layout_seed: int, size: tuple[int, int
         is_dec = i >= n_digits - decimals
         if is_dec not in strips_cache:
             fg, bg = (dec_fg, dec_bg) if is_dec else (int_fg, int_bg)
-            cells = [
-                _digit_strip(
-                    cw_px, ch_px, ch_px * 0.62, font_d, weight_d, fg, bg, float(k % 10), 0, 0, ch_px
-                )
-                for k in range(-1, 12)
-            ]
-            strip = np.concatenate(cells, axis=0).astype(np.float32)
-            strip.setflags(write=False)
-            strips_cache[is_dec] = strip
+            strips_cache[is_dec] = _wheel_strip(cw_px, ch_px, font_d, weight_d, fg, bg)
         strips.append(strips_cache[is_dec])
-    radius = 0.62 * ch_px
-    r = np.arange(ch_px, dtype=np.float64) - (ch_px - 1) / 2.0
-    row_map = (ch_px - 1) / 2.0 + radius * np.arcsin(r / radius)
-    t = r / (ch_px / 2.0)
-    shade = (1.0 - 0.42 * t**2).astype(np.float32)[:, None, None]
+    row_map, shade = _wheel_optics(ch_px)
     scene.setflags(write=False)
     return _Layout(
         size=(w, h),
@@ -876,6 +929,34 @@ def _layout(n_digits: int, decimals: int, layout_seed: int, size: tuple[int, int
         disc=disc,
         face=(fx0, fy0, fx1, fy1),
     )
+
+
+def _wheel_strip(
+    cw_px: int,
+    ch_px: int,
+    font: int,
+    weight: float,
+    fg: tuple[float, ...],
+    bg: tuple[float, ...],
+) -> F32:
+    """A read-only wheel strip of 13 cells (digits 9, 0..9, 0, 1), each ``ch_px`` tall."""
+    cells = [
+        _digit_strip(cw_px, ch_px, ch_px * 0.62, font, weight, fg, bg, float(k % 10), 0, 0, ch_px)
+        for k in range(-1, 12)
+    ]
+    strip: F32 = np.concatenate(cells, axis=0).astype(np.float32)
+    strip.setflags(write=False)
+    return strip
+
+
+def _wheel_optics(ch_px: int) -> tuple[F64, F32]:
+    """Row map (cylinder foreshortening) and shading of a wheel aperture ``ch_px`` tall."""
+    radius = 0.62 * ch_px
+    r = np.arange(ch_px, dtype=np.float64) - (ch_px - 1) / 2.0
+    row_map: F64 = (ch_px - 1) / 2.0 + radius * np.arcsin(r / radius)
+    t = r / (ch_px / 2.0)
+    shade: F32 = (1.0 - 0.42 * t**2).astype(np.float32)[:, None, None]
+    return row_map, shade
 
 
 def _paint_wheels(scene: U8, lay: _Layout, wheels: F64) -> None:
