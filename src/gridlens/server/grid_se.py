@@ -217,11 +217,18 @@ def feeder_doc(store: Store, row: FeederRow) -> dict[str, Any]:
         {"name": br.name, "from": br.from_bus, "to": br.to_bus, "kind": type(br).__name__.lower()}
         for br in f.branches
     ]
+    try:
+        from gridlens.grid.engines import solve_power_flow
+
+        pf: list[float | None] | None = [_num(v, 5) for v in solve_power_flow(f, "pgm").v_pu]
+    except Exception:  # a model without a solution still draws
+        pf = None
     return {
         "id": row.id,
         "name": row.name,
         "source": row.source,
         "source_bus": f.source_bus,
+        "power_flow_vm_pu": pf,
         "layout": layout,
         "buses": buses,
         "lines": lines,
