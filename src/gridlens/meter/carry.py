@@ -209,6 +209,7 @@ def resolve_wheels(
     alt_dir = [0] * n
     last = float(r[-1])
     base[-1] = int(np.floor(last)) % 10
+    raw = list(base)
     frac = last - np.floor(last)
     shown_at = DIAL_SHOWN_AT if is_dial[-1] else SHOWN_AT
     shown = _shows_next(frac, shown_at)
@@ -223,9 +224,11 @@ def resolve_wheels(
         d = int(np.round(t))
         amb[k] = float(abs(t - d))
         alt_dir[k] = 1 if t > d else -1
+        raw[k] = d  # may be 10 (it has carried) or -1 (rolled early): summed as a counter
         base[k] = d % 10
-        cont = base[k] + e
-    floor_digits = tuple(base)
+        cont = d + e - lag  # where the wheel is expected to sit, handed further left
+    count = sum(dk * 10 ** (n - 1 - k) for k, dk in enumerate(raw)) % 10**n
+    floor_digits = tuple(int(ch) for ch in str(count).zfill(n))
     dig = _bump(floor_digits, shown)
     alts: list[Candidate] = []
     unsure: list[int] = []
