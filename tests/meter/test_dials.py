@@ -238,7 +238,7 @@ def test_read_dials_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     rows = json.loads(out.stdout)
     assert [sorted(r) for r in rows] == [["confidence", "file", "value"]] * 2
-    assert [round(r["value"]) for r in rows] == [2, 8] or [r["value"] for r in rows][0] == 2.0
+    assert abs(rows[0]["value"] - 2.0) <= 0.2 and abs(rows[1]["value"] - 7.5) <= 0.2
     bad = subprocess.run(
         [sys.executable, "-m", "gridlens.cli", "read-dials", str(tmp_path / "none.png")],
         capture_output=True, text=True,
