@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gridlens.errors import ParameterError
 from gridlens.meter.align import Aligner
-from gridlens.meter.roi import Box, MeterROI, Reference
+from gridlens.meter.roi import Box, MeterROI, Reference, load_roi
 from gridlens.meter.synth_dials import (
     WATER_FACTORS,
     DialStyle,
@@ -23,6 +24,7 @@ from gridlens.meter.synth_dials import (
     render_register_reference,
     render_water_meter,
     render_water_reference,
+    write_dial_example,
 )
 
 CLEAN = {
@@ -187,6 +189,8 @@ def test_water_meter_gearing_roi_and_determinism() -> None:
     json.dumps(roi)
     ref, roi_ref = render_water_reference()
     assert roi_ref == roi and ref.shape == m.image.shape
+    parsed = MeterROI.from_dict(roi)  # the ROI file format accepts it
+    assert [d.factor for d in parsed.dials] == list(WATER_FACTORS)
 
 
 def test_water_meter_needles_point_at_their_values() -> None:
@@ -229,6 +233,8 @@ def test_register_gearing_directions_and_roi() -> None:
     assert [d["direction"] for d in four.roi["dials"]] == ["ccw", "cw", "ccw", "cw"]
     ref, roi_ref = render_register_reference(4)
     assert roi_ref == four.roi and ref.shape == (480, 640, 3)
+    parsed = MeterROI.from_dict(roi)
+    assert parsed.digits == () and [d.direction for d in parsed.dials][:2] == ["cw", "ccw"]
 
 
 def test_scenes_align_to_their_reference() -> None:
@@ -241,6 +247,16 @@ def test_scenes_align_to_their_reference() -> None:
     c = np.array([[b["x"] + b["w"] / 2.0, b["y"] + b["h"] / 2.0, 1.0] for b in d["dials"]]).T
     want, got = m.transform @ c, a.matrix @ c
     assert np.abs(want[:2] / want[2] - got[:2] / got[2]).max() < 0.5
+
+
+@pytest.mark.parametrize("kind", ["water", "register"])
+def test_write_dial_example(tmp_path: Path, kind: str) -> None:
+    ex = write_dial_example(tmp_path / kind, kind=kind)
+    roi = load_roi(ex.roi)
+    assert roi.reference is not None and roi.reference.image_path == ex.reference.resolve()
+    assert len(roi.dials) == (4 if kind == "water" else 5)
+    assert ex.meter.stat().st_size > 10_000
+    assert ex.reading == pytest.approx(391.4876 if kind == "water" else 19375.4)
 
 
 @pytest.mark.parametrize(
@@ -261,14 +277,16 @@ def test_scenes_align_to_their_reference() -> None:
         (lambda: dial_positions(-1.0, (0.1,)), "'reading'"),
         (lambda: dial_positions(1.0, (0.3,)), "'factors'"),
         (lambda: render_water_meter(float("nan")), "'reading' parameter of render_water_meter"),
-        (lambda: render_water_meter(1.0, factors=(0.01, 0.1)), "descending"),
-        (lambda: render_water_meter(1.0, factors=(1.0,)), "below the last wheel's 1"),
+        (lambda: render_water_meter(1.0, factors=(0.01, 0.1)), "a tenth of the one before"),
+        (lambda: render_water_meter(1.0, factors=(0.1, 0.001)), "a tenth of the one before"),
+        (lambda: render_water_meter(1.0, factors=(0.01,)), "the first one 0.1"),
         (lambda: render_water_meter(1.0, wheel_roll="jumpy"), "'wheel_roll'"),
         (lambda: render_water_meter(1.0, lag=2.0), "'lag'"),
         (lambda: render_water_meter(1.0, glare=3.0), "'glare'"),
         (lambda: render_register(1.0, n_dials=7), "'n_dials' parameter of render_register"),
         (lambda: render_register(1.0, transform=np.eye(2)), "'transform'"),
         (lambda: register_directions(0), "'n_dials'"),
+        (lambda: write_dial_example("/tmp", kind="gas"), "'kind'"),
     ],
 )
 def test_bad_inputs_raise_one_clear_error(call: object, needle: str) -> None:

@@ -45,10 +45,13 @@ References
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -56,10 +59,12 @@ import numpy as np
 import numpy.typing as npt
 
 from gridlens.errors import check_param
+from gridlens.meter.image import encode_jpeg
 from gridlens.meter.roi import Box
 from gridlens.meter.synth import (
     _FONTS,
     _NOISE_PAD,
+    ExampleFiles,
     _camera_homography,
     _check_camera,
     _check_size,
@@ -91,6 +96,7 @@ __all__ = [
     "render_register_reference",
     "render_water_meter",
     "render_water_reference",
+    "write_dial_example",
 ]
 
 U8 = npt.NDArray[np.uint8]
@@ -215,7 +221,7 @@ class DialStyle:
         layout = "inner" if rng.random() < 0.7 else "outer"
         if layout == "inner":
             ring_radius = float(rng.uniform(0.96, 1.0))
-            nh = float(rng.uniform(0.19, 0.3))
+            nh = float(rng.uniform(0.19, 0.33))
             nr = float(rng.uniform(0.58, 0.68)) - 0.6 * (nh - 0.19)
             length = float(rng.uniform(0.72, 0.95))
         else:
@@ -580,8 +586,9 @@ def render_water_meter(
     n_digits, decimals : int
         Wheel counter layout (see :func:`gridlens.meter.synth.render_meter`).
     factors : sequence of float
-        1-5 dial factors [m³ per division], powers of ten, descending, all below the last
-        wheel's 10^-decimals. Default :data:`WATER_FACTORS`.
+        1-5 dial factors [m³ per division]: powers of ten, each a tenth of the one before,
+        the first a tenth of the last wheel (10^-(decimals+1)), as the ROI requires.
+        Default :data:`WATER_FACTORS`.
     wheel_roll : str
         ``"carry"``: the last wheel rolls during the last tenth of a turn of the dial one
         decade below it; ``"continuous"``: it turns with the reading.
@@ -739,6 +746,59 @@ def render_register(
     )
 
 
+def write_dial_example(
+    folder: str | os.PathLike[str],
+    reading: float | None = None,
+    seed: int = 0,
+    *,
+    kind: str = "water",
+    layout_seed: int = 0,
+) -> ExampleFiles:
+    """Write ``reference.jpg``, ``roi.json`` (with ``dials``) and ``meter.jpg`` into ``folder``.
+
+    Then a user can run ``gridlens read meter.jpg --roi roi.json`` on a meter with dials.
+
+    Parameters
+    ----------
+    folder : path
+        Created if missing; existing files of these names are overwritten.
+    reading : float, optional
+        The reading ``meter.jpg`` shows [m³ or kWh]; default 391.4876 m³ for ``"water"``
+        and 19375.4 kWh for ``"register"``.
+    seed : int
+        Seed of the photo's camera pose and effects.
+    kind : str
+        ``"water"`` (5 wheels and 4 dials, :func:`render_water_meter`) or ``"register"``
+        (5 dials, :func:`render_register`).
+    layout_seed : int
+        Face design.
+
+    Returns
+    -------
+    ExampleFiles
+        The three paths and the reading shown.
+    """
+    check_param(
+        kind in ("water", "register"), "kind", "write_dial_example", "'water' or 'register'", kind
+    )
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "water":
+        value = 391.4876 if reading is None else reading
+        ref_img, roi = render_water_reference(layout_seed=layout_seed, seed=seed)
+        m = render_water_meter(value, seed=seed, layout_seed=layout_seed)
+    else:
+        value = 19375.4 if reading is None else reading
+        ref_img, roi = render_register_reference(layout_seed=layout_seed, seed=seed)
+        m = render_register(value, seed=seed, layout_seed=layout_seed)
+    ref_path, roi_path, meter_path = out / "reference.jpg", out / "roi.json", out / "meter.jpg"
+    ref_path.write_bytes(encode_jpeg(ref_img, 95))
+    meter_path.write_bytes(encode_jpeg(m.image, 95))
+    full = {**roi, "reference": {"image": ref_path.name, **roi["reference"]}}
+    roi_path.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    return ExampleFiles(reference=ref_path, roi=roi_path, meter=meter_path, reading=m.reading)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation
 
@@ -829,14 +889,14 @@ def _check_factors(factors: object, owner: str, below: float | None = None) -> t
                 ok = False
                 break
             fs.append(float(10.0 ** round(math.log10(f))))
-        ok = ok and all(a > b for a, b in itertools.pairwise(fs))
-        ok = ok and (below is None or fs[0] < below * (1 - 1e-9))
-    extra = "" if below is None else f", each below the last wheel's {below:g}"
+        ok = ok and all(math.isclose(a, 10 * b) for a, b in itertools.pairwise(fs))
+        ok = ok and (below is None or math.isclose(fs[0], below / 10))
+    extra = "" if below is None else f", the first one {below / 10:g} (a tenth of the last wheel)"
     check_param(
         ok,
         "factors",
         owner,
-        f"1-6 powers of ten in descending order, e.g. (0.1, 0.01){extra}",
+        f"1-6 powers of ten, each a tenth of the one before, e.g. (0.1, 0.01){extra}",
         factors,
     )
     return tuple(fs)
