@@ -357,6 +357,9 @@ def _refresh(store: Store, ref: int | str, now: float) -> dict[str, Any]:
     if dirty:
         store.drop_hours(row.id, sorted(dirty))
     span = _span(store, device_ids)
+    if span is None and row.simulation is not None:  # the simulated buses' meters
+        sim_ids = {int(v["device_id"]) for v in (row.simulation.get("buses") or {}).values()}
+        span = _span(store, sorted(sim_ids))
     if span is None and row.simulation is None:
         store.save_hours(row.id, [], top)
         return {"estimated": 0, "dirty": 0, "seconds": time.perf_counter() - t0}
