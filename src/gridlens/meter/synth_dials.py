@@ -121,6 +121,10 @@ _RED_INK = (40, 40, 185)
 _WEIGHTS = (0.09, 0.11, 0.13, 0.15)  # a few, so that glyph metrics stay cached
 
 
+def _reddish(c: BGR) -> bool:
+    return c[2] > 120 and c[2] - max(c[0], c[1]) > 60
+
+
 @dataclass(frozen=True)
 class DialStyle:
     """How one dial is printed. Lengths are fractions of the dial radius ``r``.
@@ -209,19 +213,22 @@ class DialStyle:
         else:
             face = jit([rng.uniform(18, 50)] * 3, 4)
         light = kind != "dark"
-        red = jit([rng.uniform(25, 75), rng.uniform(25, 70), rng.uniform(165, 235)], 6)
+        red_r = rng.uniform(165, 235) if light else rng.uniform(195, 245)  # bright on dark
+        red = jit([rng.uniform(25, 75), rng.uniform(25, 70), red_r], 6)
         if light:
             ink = jit(_RED_INK, 10) if rng.random() < 0.22 else jit([rng.uniform(15, 60)] * 3, 4)
             needle = red if rng.random() < 0.62 else jit([rng.uniform(15, 50)] * 3, 4)
         else:
             ink = jit([rng.uniform(205, 245)] * 3, 4)
             needle = jit([rng.uniform(215, 250)] * 3, 4) if rng.random() < 0.55 else red
+        # numerals of the needle's colour (red on red, as on laurynas) are thinner and smaller
+        same = (_reddish(ink) and _reddish(needle)) or (min(ink) > 180 and min(needle) > 180)
         plate = face if rng.random() < 0.6 else jit([rng.uniform(40, 235)] * 3, 10)
         shape = str(rng.choice(NEEDLE_SHAPES, p=[0.3, 0.4, 0.3]))
         layout = "inner" if rng.random() < 0.7 else "outer"
         if layout == "inner":
             ring_radius = float(rng.uniform(0.96, 1.0))
-            nh = float(rng.uniform(0.19, 0.33))
+            nh = float(rng.uniform(0.19, 0.24 if same else 0.33))
             nr = float(rng.uniform(0.58, 0.68)) - 0.6 * (nh - 0.19)
             length = float(rng.uniform(0.72, 0.95))
         else:
@@ -229,18 +236,19 @@ class DialStyle:
             nh = float(rng.uniform(0.17, 0.23))
             nr = float(rng.uniform(0.84, 0.88))
             length = ring_radius * float(rng.uniform(0.92, 1.12))
-        if shape == "wedge":
-            hub_r = float(rng.uniform(0.2, 0.42)) * min(1.0, length / 0.8)
+        if shape == "wedge":  # the hub stays clear of the numerals
+            free = nr - nh / 2 - 0.05 if layout == "inner" else 0.8 * ring_radius
+            hub_r = min(float(rng.uniform(0.2, 0.42)) * min(1.0, length / 0.8), free)
             width = hub_r * float(rng.uniform(0.45, 0.85))
             tail = 0.0
         elif shape == "arrow":
             hub_r = float(rng.uniform(0.06, 0.15))
             width = float(rng.uniform(0.025, 0.05))
-            tail = float(rng.uniform(0.0, 0.25))
-        else:
+            tail = length * float(rng.uniform(0.0, 0.3))
+        else:  # the counterweight side is clearly the shorter one
             hub_r = float(rng.uniform(0.06, 0.14))
-            width = float(rng.uniform(0.02, 0.045))
-            tail = float(rng.uniform(0.15, 0.35))
+            width = float(rng.uniform(0.028, 0.055))
+            tail = length * float(rng.uniform(0.2, 0.4))
         if shape == "wedge" or rng.random() < 0.6:
             hub = needle
         else:
@@ -257,7 +265,7 @@ class DialStyle:
             ring=bool(rng.random() < (0.85 if layout == "inner" else 0.7)),
             ticks=int(rng.choice([0, 10, 20, 50, 100], p=[0.12, 0.45, 0.18, 0.17, 0.08])),
             font=int(_FONTS[int(rng.integers(len(_FONTS)))]),
-            weight=float(rng.choice(_WEIGHTS)),
+            weight=_WEIGHTS[0] if same else float(rng.choice(_WEIGHTS)),
             numeral_height=nh,
             numeral_radius=nr,
             ring_radius=ring_radius,
@@ -1022,11 +1030,12 @@ def _draw_face(
         k = np.arange(st.ticks)
         major = k % per == 0
         half = (per > 1 and per % 2 == 0) & (k % per == per // 2)
-        ln = np.where(major, 0.16, np.where(half, 0.1, 0.065)) * r
-        if inward:
+        if inward:  # long ticks that cross the rim, numerals inside them
+            ln = np.where(major, 0.16, np.where(half, 0.1, 0.065)) * r
             r0, r1 = rr - ln, rr + np.where(major, 0.05 * r, 0.0)
-        else:
-            r0, r1 = np.full(st.ticks, rr), rr + ln
+        else:  # short ticks inside the tick circle, numerals outside it
+            ln = np.where(major, 0.11, np.where(half, 0.075, 0.05)) * r
+            r0, r1 = rr - ln, np.full(st.ticks, rr)
         hw = np.maximum(np.where(major, 0.55, 0.4) * lw, 0.5)
         a = np.radians(zero_deg + sgn * 360.0 * k / st.ticks)
         tx, ty = np.sin(a), -np.cos(a)
@@ -1425,7 +1434,8 @@ def _water_layout(
 
     # Wheel counter near the top of the face.
     font_t = _FONTS[int(rng.integers(len(_FONTS)))]
-    gap_d, cw_d, ch_d = 8.0, 36.0, 52.0
+    gap_d, ch_d = 8.0, 52.0
+    cw_d = min(36.0, (300.0 - (n_digits + 1) * gap_d) / n_digits)
     win_w = n_digits * cw_d + (n_digits + 1) * gap_d
     wx0_d, wy0_d = 300.0 - win_w / 2.0, 92.0
     wx0, wy0 = px(wx0_d, wy0_d)
@@ -1593,7 +1603,7 @@ def _register_layout(n_dials: int, layout_seed: int, size: tuple[int, int]) -> _
             "layout": "outer",
             "numerals": True,
             "ring_radius": 0.62,
-            "numeral_height": 0.2,
+            "numeral_height": 0.23,
             "numeral_radius": 0.86,
             "needle_length": 0.64,
             "needle_width": 0.035,
@@ -1604,8 +1614,9 @@ def _register_layout(n_dials: int, layout_seed: int, size: tuple[int, int]) -> _
         }
     )
     directions = register_directions(n_dials)
-    r_d = 40.0 if n_dials <= 5 else 34.0
-    pitch = 2 * r_d + 14
+    commas = bool(rng.random() < 0.5)  # "10,000" or "10000"
+    r_d = 42.0 if n_dials <= 5 else 35.0
+    pitch = 2 * r_d + 12
     dials: list[_Dial] = []
     for i in range(n_dials):
         x, y = 320 + pitch * (i - (n_dials - 1) / 2.0), 222.0
@@ -1614,7 +1625,7 @@ def _register_layout(n_dials: int, layout_seed: int, size: tuple[int, int]) -> _
         f = float(10 ** (n_dials - 1 - i))
         d = _Dial((float(c[0]), float(c[1])), r, f, directions[i], 0.0, st)
         _draw_face(scene, d.center, r, st, d.direction, 0.0, disk=False)
-        lab = f"{int(f):,}" if rng.random() < 0.5 else f"{int(f)}"
+        lab = f"{int(f):,}" if commas else f"{int(f)}"
         (tw, _), _ = cv2.getTextSize(lab, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * s, sc(1))
         _text(scene, lab, (c[0] - tw / 2, c[1] - r - sc(22)), 0.45 * s, ink, sc(1))
         _arrow_arc(scene, d.center, r * 1.13, d.direction, ink, sc(1))
