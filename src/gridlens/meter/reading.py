@@ -54,7 +54,7 @@ class MeterReading:
             "value": self.value,
             "raw": self.raw,
             "digits": self.digits,
-            **({"dials": self.dials} if self.dials else {}),
+            "dials": self.dials,
             "status": self.status,
             "reason": self.reason,
             "note": self.note,

@@ -314,7 +314,24 @@ def draw_reading(img: _U8, roi: Any, reading: Reading, unit: str, note: str | No
     scale = max(0.45, w / 1100)
     for m in roi.markers:
         cv2.rectangle(out, (m.x, m.y), (m.x2, m.y2), (255, 160, 40), 1)
-    digits = reading.digits or []
+    stored = reading.digits or []
+    digits = [d for d in stored if "factor" not in d]  # dials are stored with their factor
+    dial_reads = {float(d["factor"]): d for d in stored if "factor" in d}
+    for dial in roi.dials:
+        b, dr = dial.box, dial_reads.get(dial.factor)
+        conf = None if dr is None else float(dr.get("confidence", 0.0))
+        color = _conf_color(conf)
+        hub = (b.x + b.w // 2, b.y + b.h // 2)
+        cv2.ellipse(out, (hub, (b.w, b.h), 0.0), color, 2)
+        if dr is None:
+            continue
+        turn = float(dr["value"]) * 36.0 * (1 if dial.direction == "cw" else -1)
+        a = math.radians(dial.zero_deg + turn)
+        tip = (int(hub[0] + 0.42 * b.w * math.sin(a)), int(hub[1] - 0.42 * b.h * math.cos(a)))
+        cv2.line(out, hub, tip, color, 2)
+        text = f"x{dial.factor:g} {float(dr['value']):.1f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.85, 1)
+        _label(out, text, (hub[0] - tw // 2, min(h - 3, b.y2 + th + 6)), scale * 0.85, color)
     for k, b in enumerate(roi.digits):
         d = digits[k] if k < len(digits) else None
         conf = None if d is None else float(d.get("confidence", 0.0))

@@ -201,7 +201,7 @@ def ingest(
         status=reading.status,
         value=reading.value,
         raw=reading.raw,
-        digits=reading.digits,
+        digits=reading.digits + reading.dials,  # dials carry their factor
         reason=reading.reason,
         note=reading.note,
         resynced=reading.resynced,

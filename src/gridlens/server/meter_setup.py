@@ -189,7 +189,7 @@ class RoiReplay(BaseModel):
 
 def _reading_doc(r: Any) -> dict[str, Any]:
     d = r.to_dict()
-    return {k: d[k] for k in ("value", "raw", "digits", "status", "reason", "alignment")}
+    return {k: d[k] for k in ("value", "raw", "digits", "dials", "status", "reason", "alignment")}
 
 
 def suggest(jpeg: bytes, cache: ReaderCache, *, max_bytes: int) -> dict[str, Any]:

@@ -167,7 +167,8 @@ def reading_dict(r: Reading, unit: str | None = None) -> dict[str, Any]:
         "status": r.status,
         "value": r.value,
         "raw": r.raw,
-        "digits": r.digits or [],
+        "digits": [d for d in r.digits or [] if "factor" not in d],
+        "dials": [d for d in r.digits or [] if "factor" in d],
         "reason": r.reason,
         "note": r.note,
         "resynced": r.resynced,
@@ -215,7 +216,7 @@ def is_online(d: Device, now: float) -> bool:
 def in_setup(d: Device) -> bool:
     """Whether the device was registered without digit boxes, to be set up from its camera's
     first photo (its ROI is ``{}``): its uploads are stored unread."""
-    return not d.roi.get("digits")
+    return not d.roi.get("digits") and not d.roi.get("dials")
 
 
 def device_dict(d: Device, pull: PullSource | None = None) -> dict[str, Any]:
@@ -229,6 +230,7 @@ def device_dict(d: Device, pull: PullSource | None = None) -> dict[str, Any]:
         "created_at": iso(d.created_at),
         "last_seen_at": iso(d.last_seen_at),
         "digits": len(d.roi.get("digits", [])),
+        "dials": len(d.roi.get("dials", [])),
         "decimals": d.roi.get("decimals"),
         "pull": pull_dict(pull),
     }
