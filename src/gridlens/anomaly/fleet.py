@@ -224,7 +224,7 @@ def score_meter(
     model: str = "profile",
     min_score: float = 0.0,
     contamination: float = 0.01,
-    window_h: int = 6,
+    window_h: int = 9,
     min_days: float = 7.0,
     merge_gap_h: int = 3,
 ) -> dict[str, Any]:
@@ -232,7 +232,7 @@ def score_meter(
 
     A meter's single hours are noisy (a kettle, an oven): what is unusual is a deviation
     that lasts. So the detector (``profile`` by default: the seasonal median and MAD per
-    phase, no PyTorch, milliseconds) scores the centred ``window_h``-hour mean of
+    phase, no PyTorch, milliseconds) scores the centred ``window_h``-hour (9) mean of
     ``log(energy + eps)`` (``eps``: 5 % of the median hour, so that zero consumption is a
     finite, large drop). The period is a day or a week (the week needs three weeks of
     history), whichever predicts the meter's own history better on cycles it did not see

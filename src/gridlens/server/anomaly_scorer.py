@@ -38,7 +38,7 @@ def score_one(
     *,
     now: float,
     days: float = HISTORY_DAYS,
-    min_score: float = 5.0,
+    min_score: float = 8.0,
     name: str = "meter",
 ) -> dict[str, Any]:
     """Score one meter and store the result; returns the summary with ``new_events`` ids."""
@@ -68,7 +68,7 @@ def score_fleet(
     *,
     now: float | None = None,
     days: float = HISTORY_DAYS,
-    min_score: float = 5.0,
+    min_score: float = 8.0,
 ) -> dict[str, Any]:
     """Score every meter; returns ``{"meters", "scored", "events", "new_events", "seconds",
     "errors"}`` (a meter that fails is logged and skipped, the others go on)."""
@@ -110,7 +110,7 @@ class AnomalyScorer:
         notifier: Any,
         *,
         every_s: float,
-        min_score: float = 5.0,
+        min_score: float = 8.0,
         first_after_s: float = 5.0,
     ) -> None:
         self.store = store

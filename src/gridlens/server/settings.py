@@ -67,7 +67,7 @@ class Settings:
     pull_timeout_s: float = 10.0
     pull_concurrency: int = 4
     anomaly_every_s: float = 900.0
-    anomaly_min_score: float = 5.0
+    anomaly_min_score: float = 8.0
     anomaly_webhook_url: str = ""
 
     def __post_init__(self) -> None:
