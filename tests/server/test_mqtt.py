@@ -798,3 +798,26 @@ def test_broker_settings_are_checked_and_the_password_stays_in_its_file(tmp_path
                  mqtt_port=0)  # fmt: skip
     for problem in ("mqtt_port", "needs mqtt_user", "missing' is not", "mqtt_cafile"):
         assert problem in str(e.value)  # every problem at once
+
+
+def test_water_meter_dials_publish_and_discover(
+    broker: Broker, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    water = DeviceInfo(9, "Garden water", "m3", (0.1, 0.01))
+    seg = water.segment
+    sub = Client(broker.port, [f"gl{tag}/{seg}/#", f"ha{tag}/#"])
+    clients.append(sub)
+    bridge = make_bridge(broker.port)
+    configs = bridge.discovery_configs(water)
+    dial_cfgs = {t: c for t, c in configs.items() if "/dial" in t}
+    assert [c["name"] for c in dial_cfgs.values()] == ["Dial x0.1", "Dial x0.01"]
+    assert all(c["state_topic"].endswith(("/dial1", "/dial2")) for c in dial_cfgs.values())
+    bridge.publish_discovery(water)
+    dials = [{"factor": 0.1, "value": 4.6, "confidence": 1.0},
+             {"factor": 0.01, "value": 5.7, "confidence": 0.9}]  # fmt: skip
+    bridge.publish_reading(water, reading(123.4567, dials=dials))
+    assert sub.wait_for(f"gl{tag}/{seg}/dial1") == b"4.6"
+    assert sub.wait_for(f"gl{tag}/{seg}/dial2") == b"5.7"
+    assert json.loads(sub.wait_for(f"gl{tag}/{seg}/json"))["dials"] == dials
+    for topic in dial_cfgs:
+        assert json.loads(sub.wait_for(topic))["unique_id"].endswith(("_dial1", "_dial2"))

@@ -96,7 +96,8 @@ def make_bridge(settings: Settings, store: Store) -> Any:
 def _info(dev: Device) -> Any:
     from gridlens.server.mqtt import DeviceInfo
 
-    return DeviceInfo(dev.id, dev.name, dev.unit)
+    dials = sorted((float(d["factor"]) for d in dev.roi.get("dials") or []), reverse=True)
+    return DeviceInfo(dev.id, dev.name, dev.unit, tuple(dials))
 
 
 def publish_reading(app: FastAPI, dev: Device, reading: dict[str, Any]) -> None:

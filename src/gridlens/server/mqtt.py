@@ -24,11 +24,13 @@ topic                                                      retained  payload
 ``{prefix}/{dev}/rate``                                    yes       unit per hour, ``""`` unknown
 ``{prefix}/{dev}/timestamp``                               yes       ``captured_at`` (ISO 8601)
 ``{prefix}/{dev}/json``                                    yes       the whole reading as JSON
+``{prefix}/{dev}/dial{k}``                                 yes       pointer dial ``k`` (1 = the
+                                                                     largest factor), 0-9.9
 ``{prefix}/{dev}/command``                                 no        server -> device, JSON
 ``{prefix}/{dev}/ack``                                     no        device -> server, JSON
 ``{discovery_prefix}/sensor/{node}/{obj}/config``          yes       HA discovery, ``obj`` in
                                                                      ``value``, ``rate``,
-                                                                     ``error``
+                                                                     ``error``, ``dial{k}``
 =========================================================  ========  ============================
 
 The bridge hands every non-retained message on ``{prefix}/+/ack`` to the server, which decides
@@ -126,11 +128,14 @@ class DeviceInfo:
         Unit of the meter value (``kWh`` by default). Energy units (Wh, kWh, MWh, GWh) get
         ``device_class: energy`` and a power rate sensor; other units get no device class and
         a ``{unit}/h`` rate.
+    dials : tuple of float
+        The factors of the meter's pointer dials, largest first (a sensor each).
     """
 
     device_id: int
     name: str
     unit: str = "kWh"
+    dials: tuple[float, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -459,6 +464,8 @@ class MqttBridge:
             "rate": ("Rate", rate),
             "error": ("Error", {"entity_category": "diagnostic"}),
         }
+        for k, factor in enumerate(device.dials, start=1):  # the pointer position, 0-9.9
+            sensors[f"dial{k}"] = (f"Dial x{factor:g}", {"state_class": "measurement"})
         configs: dict[str, dict[str, Any]] = {}
         for obj, (name, extra) in sensors.items():
             unique_id = f"{node}_{obj}"
@@ -546,6 +553,10 @@ class MqttBridge:
             if captured is not None:
                 stamp = _jsonable(captured)
                 self._publish(self.topic(device, "timestamp"), str(stamp), True)
+        dials = reading.get("dials") or []
+        for k, dial in enumerate(dials[: len(device.dials)], start=1):
+            pos = _number_text(dial.get("value") if isinstance(dial, Mapping) else None)
+            self._publish(self.topic(device, f"dial{k}"), pos or "", True)
         self._publish(self.topic(device, "json"), json.dumps(_jsonable(reading)), True)
 
     def publish_command(self, device: DeviceInfo, command: Mapping[str, Any]) -> bool:
