@@ -408,9 +408,11 @@ def render_dial_crop(
     (numpy.ndarray, dict)
         The BGR ``uint8`` crop (size x size x 3) and its truth: ``value``, ``direction``,
         ``zero_deg``, ``center`` (x, y) of the pivot in crop pixels (pixel centres at
-        integers), ``radius`` of the ring in crop pixels (the square root of the ellipse's
-        semi-axes' product), ``tip`` (x, y) of the needle tip, ``rotation_deg`` (the
-        in-plane rotation applied, clockwise) and ``style`` (:meth:`DialStyle.to_dict`).
+        integers), ``radius`` r of the dial's rim in crop pixels (the square root of the
+        ellipse's semi-axes' product; the ring of an ``"inner"`` dial, the numerals' outer
+        edge of an ``"outer"`` one, whose ring is at ``style["ring_radius"]`` x r), ``tip``
+        (x, y) of the needle tip, ``rotation_deg`` (the in-plane rotation applied, clockwise;
+        the value is in the dial's own frame) and ``style`` (:meth:`DialStyle.to_dict`).
     """
     owner = "render_dial_crop"
     _check_value(value, owner)
