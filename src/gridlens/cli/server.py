@@ -141,6 +141,18 @@ def add_server_commands(sub: Any, emit_json: Any) -> None:
         help="do not fetch photos from cameras registered with --pull-url (other servers on "
         "the same database still do)",
     )
+    s.add_argument(
+        "--anomaly-every-s",
+        type=float,
+        default=900.0,
+        help="score every meter for the anomaly page this often (0: never; default 900)",
+    )
+    s.add_argument(
+        "--anomaly-webhook-url",
+        metavar="URL",
+        default=os.environ.get("GRIDLENS_ANOMALY_WEBHOOK_URL", ""),
+        help="POST each new anomaly event here as JSON (default: none)",
+    )
     s.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("device", help="register, list and manage meter cameras")
@@ -293,6 +305,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         mqtt_cafile=args.mqtt_cafile,
         log_requests=not args.no_request_log,
         pull=not args.no_pull,
+        anomaly_every_s=args.anomaly_every_s,
+        anomaly_webhook_url=args.anomaly_webhook_url,
     )
     Store.open(settings.db).close()  # migrate once, before any worker starts
     if settings.metrics_dir:
