@@ -142,6 +142,15 @@ def test_random_styles_vary_and_contrast() -> None:
         assert np.abs(np.subtract(s.needle, s.face)).sum() > 120
 
 
+@pytest.mark.parametrize("name", ["wmsc", "laurynas", "register"])
+def test_presets_render_at_their_value(name: str) -> None:
+    st = DialStyle.preset(name)
+    img, t = render_dial_crop(2.5, size=96, style=st, seed=0, perspective=0.0, rotation_deg=0.0)
+    assert t["style"] == st.to_dict()
+    dx, dy = np.subtract(t["tip"], t["center"])
+    assert dx > 0 and abs(dy) < 0.05 * dx  # 2.5 divisions = 3 o'clock
+
+
 def test_dataset_shape_dtype_and_determinism() -> None:
     x, y = dial_dataset(24, size=48, seed=3)
     assert x.shape == (24, 48, 48, 3) and x.dtype == np.uint8
@@ -274,6 +283,7 @@ def test_write_dial_example(tmp_path: Path, kind: str) -> None:
         (lambda: render_dial_crop(1.0, perspective=2.0), "'perspective'"),
         (lambda: dial_dataset(0), "'n' parameter of dial_dataset"),
         (lambda: dial_dataset(4, size=4), "'size'"),
+        (lambda: dial_dataset(200_000), "at most 87381 for 64x64 crops"),
         (lambda: dial_positions(-1.0, (0.1,)), "'reading'"),
         (lambda: dial_positions(1.0, (0.3,)), "'factors'"),
         (lambda: render_water_meter(float("nan")), "'reading' parameter of render_water_meter"),
@@ -287,6 +297,7 @@ def test_write_dial_example(tmp_path: Path, kind: str) -> None:
         (lambda: render_register(1.0, transform=np.eye(2)), "'transform'"),
         (lambda: register_directions(0), "'n_dials'"),
         (lambda: write_dial_example("/tmp", kind="gas"), "'kind'"),
+        (lambda: DialStyle.preset("elster"), "'name' parameter of DialStyle.preset"),
     ],
 )
 def test_bad_inputs_raise_one_clear_error(call: object, needle: str) -> None:

@@ -84,6 +84,8 @@ from gridlens.meter.synth import (
 )
 
 __all__ = [
+    "DIAL_PRESETS",
+    "MAX_DATASET_BYTES",
     "NEEDLE_SHAPES",
     "WATER_FACTORS",
     "DialStyle",
@@ -112,9 +114,13 @@ _Sc = Callable[[float], int]
 #: into a triangle, as on the ZR MAP16 water meter) and ``"line"`` (a thin tapered line with
 #: a counterweight tail, as on clock-dial registers).
 NEEDLE_SHAPES = ("arrow", "wedge", "line")
+#: Names of :meth:`DialStyle.preset`.
+DIAL_PRESETS = ("wmsc", "laurynas", "register")
 #: Dial factors of a water meter with four dials [m³ per division].
 WATER_FACTORS = (0.1, 0.01, 0.001, 0.0001)
 
+#: Largest image array :func:`dial_dataset` returns at once [bytes].
+MAX_DATASET_BYTES = 1 << 30
 _SHIFT = 4  # sub-pixel bits of OpenCV drawing
 _ONE = float(1 << _SHIFT)
 _RED_INK = (40, 40, 185)
@@ -274,6 +280,77 @@ class DialStyle:
             hub_radius=hub_r,
             tail=tail,
             shadow=bool(rng.random() < 0.4),
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> DialStyle:
+        """The print of a known meter: ``"wmsc"`` (ZR MAP16: red wedge with a big hub, black
+        numerals, ten long ticks), ``"laurynas"`` (red numerals, ring and thin pointer with a
+        big hub, as on the Invena meter) or ``"register"`` (black line pointer with a
+        counterweight, numerals outside a tick circle).
+        """
+        check_param(name in DIAL_PRESETS, "name", "DialStyle.preset", str(DIAL_PRESETS), name)
+        white: BGR = (242, 242, 240)
+        common: dict[str, Any] = {
+            "face": white,
+            "plate": white,
+            "font": int(cv2.FONT_HERSHEY_SIMPLEX),
+            "shadow": False,
+            "ring": True,
+            "numerals": True,
+        }
+        if name == "wmsc":
+            return cls(
+                **common,
+                ink=(35, 35, 35),
+                needle=(70, 55, 220),
+                hub=(70, 55, 220),
+                shape="wedge",
+                layout="inner",
+                ticks=10,
+                weight=0.13,
+                numeral_height=0.3,
+                numeral_radius=0.6,
+                ring_radius=1.0,
+                needle_length=0.92,
+                needle_width=0.22,
+                hub_radius=0.36,
+                tail=0.0,
+            )
+        if name == "laurynas":
+            return cls(
+                **common,
+                ink=(60, 50, 190),
+                needle=(50, 45, 200),
+                hub=(50, 45, 200),
+                shape="line",
+                layout="inner",
+                ticks=20,
+                weight=0.09,
+                numeral_height=0.22,
+                numeral_radius=0.7,
+                ring_radius=1.0,
+                needle_length=0.98,
+                needle_width=0.045,
+                hub_radius=0.3,
+                tail=0.0,
+            )
+        return cls(
+            **common,
+            ink=(25, 25, 25),
+            needle=(25, 25, 25),
+            hub=(25, 25, 25),
+            shape="line",
+            layout="outer",
+            ticks=10,
+            weight=0.11,
+            numeral_height=0.23,
+            numeral_radius=0.86,
+            ring_radius=0.62,
+            needle_length=0.64,
+            needle_width=0.035,
+            hub_radius=0.1,
+            tail=0.2,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -477,7 +554,8 @@ def dial_dataset(
     Parameters
     ----------
     n : int
-        Number of crops, 1-1,000,000.
+        Number of crops, 1-1,000,000, and at most :data:`MAX_DATASET_BYTES` of images
+        (87,381 crops of 64x64).
     size : int
         Crop size, 16-512. [px]
     seed : int, Generator or None
@@ -511,6 +589,15 @@ def dial_dataset(
         owner,
         "a number in [0, 1]",
         ccw_frac,
+    )
+    most = MAX_DATASET_BYTES // (size * size * 3)
+    check_param(
+        n <= most,
+        "n",
+        owner,
+        f"at most {most} for {size}x{size} crops (1 GiB of images; ask for more in batches "
+        "with different seeds)",
+        n,
     )
     rng = np.random.default_rng(seed)
     values = rng.uniform(0.0, 10.0, n)
