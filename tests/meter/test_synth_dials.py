@@ -146,7 +146,7 @@ def test_random_styles_vary_and_contrast() -> None:
 def test_presets_render_at_their_value(name: str) -> None:
     st = DialStyle.preset(name)
     img, t = render_dial_crop(2.5, size=96, style=st, seed=0, perspective=0.0, rotation_deg=0.0)
-    assert t["style"] == st.to_dict()
+    assert img.shape == (96, 96, 3) and t["style"] == st.to_dict()
     dx, dy = np.subtract(t["tip"], t["center"])
     assert dx > 0 and abs(dy) < 0.05 * dx  # 2.5 divisions = 3 o'clock
 
