@@ -273,6 +273,7 @@ def test_cli_model_lists_match_the_library() -> None:
     from gridlens.cli import anomaly as cli_anomaly
 
     assert cli_anomaly.MODEL_CHOICES == detectors.MODELS
+    assert cli_anomaly.DEFAULT_MODEL == detectors.DEFAULT_MODEL
     assert cli_anomaly.NEURAL == bench.NEURAL
     assert cli_anomaly.AUGMENTS == detectors.AUGMENTS
 
@@ -358,3 +359,72 @@ def test_benchmark_sections_replace_only_their_own_marked_text(tmp_path: Path) -
         "<!-- anomaly-benchmark -->\nA\n<!-- /anomaly-benchmark -->\n"
     )
     assert not list(tmp_path.glob("*.part"))
+
+
+# ----------------------------------------------------------------------------- ensemble
+
+
+def test_ensemble_is_the_mean_of_its_members_on_a_common_scale() -> None:
+    from gridlens.anomaly.detectors import Ensemble, SpikeDetector, _Scaler
+
+    s = hourly_series(70, anomaly_days=(60,))
+    x = s.values
+    ens = Ensemble(members=("profile", "spike"), scaling="tail").fit(x[:1008])
+    assert [type(m).__name__ for m in ens.members_] == ["ProfileDetector", "SpikeDetector"]
+    xn = (x - ens.lo_) / (ens.hi_ - ens.lo_)
+    prof = make_detector("profile").fit(xn[:1008])
+    spike = SpikeDetector().fit(xn[:1008])
+    want = np.mean(
+        [
+            _Scaler(d.score_samples(xn[:1008]), "tail", 0.99)(d.score_samples(xn))
+            for d in (prof, spike)
+        ],
+        axis=0,
+    )
+    np.testing.assert_allclose(ens.score_samples(x), want, rtol=1e-9, atol=1e-12)
+    # the rank scaling keeps the order of one member's scores
+    one = Ensemble(members=("spike",), scaling="rank").fit(x[:1008])
+    sc, raw = one.score_samples(x), spike.score_samples(xn)
+    assert np.all(np.diff(sc[np.argsort(raw, kind="stable")]) >= -1e-12)
+
+
+def test_default_model_finds_a_spike_and_a_missing_working_day() -> None:
+    from gridlens.anomaly.detectors import DEFAULT_MODEL
+
+    s = hourly_series(70, anomaly_days=(60,))
+    det = make_detector(DEFAULT_MODEL, random_state=0).fit(s.values[:1008])
+    spike = 50 * 24 + 3
+    v = s.values.copy()
+    v[spike] += 60.0
+    sc = det.score_samples(v)
+    assert sc[spike] > det.threshold_
+    assert sc[60 * 24 : 61 * 24].mean() > np.quantile(sc[:1008], 0.9)
+
+
+def test_ensemble_checks_its_members_and_leaves_out_one_that_cannot_fit() -> None:
+    from gridlens.anomaly.detectors import Ensemble
+
+    x = hourly_series(70).values
+    for bad in (("knn", "magic"), ("profile+deseason",), ("knn@4",), ()):
+        with pytest.raises(ParameterError, match="member"):
+            Ensemble(members=bad).fit(x)
+    with pytest.raises(ParameterError, match="scaling"):
+        Ensemble(scaling="z").fit(x)
+    ens = Ensemble(members=("knn@1024", "profile")).fit(x[:1008])  # 1008 < 8 windows of 1024
+    assert ens.skipped_ == ["knn@1024"] and len(ens.members_) == 1
+    with pytest.raises(InsufficientDataError):
+        Ensemble(members=("knn@1024",)).fit(x[:1008])
+
+
+def test_cli_detect_without_model_uses_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "factory.csv"
+    _write_csv(f, hourly_series(70, anomaly_days=(45, 60)))
+    assert main(["detect", str(f), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "ensemble" and doc["periods"]
+    # day 60, a working day with a Saturday's load, ranks high in the test part (threshold-free)
+    assert doc["metrics_on_test_part"]["auc_pr"] > 0.5
+    assert main(["detect", str(f), "--window", "24"]) == 2
+    assert "not the ensemble" in capsys.readouterr().err

@@ -27,6 +27,7 @@ NEURAL = ("cnn-gru-ae", "lstm-ae", "usad")
 
 #: Small settings per model (windows of 24 fit a 480-point series) and a grid to search.
 SMALL: dict[str, tuple[dict[str, Any], dict[str, list[Any]]]] = {
+    "ensemble": ({"members": ("knn@24", "hybrid@12")}, {"scaling": ["tail", "rank"]}),
     "cnn-gru-ae": ({"window": 24, "epochs": 1, "hidden": 8}, {"hidden": [4, 8]}),
     "lstm-ae": ({"window": 24, "epochs": 1, "hidden": 8}, {"hidden": [4, 8]}),
     "usad": ({"window": 24, "epochs": 1, "hidden": 8}, {"hidden": [4, 8]}),

@@ -8,6 +8,11 @@ PyOD), ``predict(x)`` returns 0/1 per point (score >= ``threshold_``).
 
 Models (:data:`MODELS`):
 
+``ensemble`` (:data:`DEFAULT_MODEL`)
+    The default: the mean of four detectors, each scaled by its own training tail:
+    ``knn`` and ``hybrid`` with the periods' windows and with windows of 32 samples (the
+    detected period and a short local scale). Model and settings were chosen by
+    leave-one-series-out evaluation on the developer data (docs/benchmarks.md).
 ``cnn-gru-ae``
     The seed's pipeline [1]_: min-max normalisation, windows sized by the dominant periods
     of the differenced series (FFT), a GELU CNN-GRU autoencoder per scale, the per-window
@@ -75,15 +80,19 @@ from gridlens.errors import (
 
 __all__ = [
     "AUGMENTS",
+    "DEFAULT_MODEL",
+    "ENSEMBLE_MEMBERS",
     "MODELS",
     "CnnGruAE",
     "Detector",
+    "Ensemble",
     "Hybrid",
     "IForestWindows",
     "LstmAE",
     "NotFittedError",
     "ProfileDetector",
     "PyODWindows",
+    "SpikeDetector",
     "Usad",
     "make_detector",
 ]
@@ -92,8 +101,22 @@ F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 I8 = npt.NDArray[np.int8]
 
-MODELS = ("cnn-gru-ae", "hybrid", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
+MODELS = (
+    "ensemble",
+    "cnn-gru-ae",
+    "hybrid",
+    "lstm-ae",
+    "usad",
+    "iforest",
+    "profile",
+    "ecod",
+    "knn",
+)
 """Names accepted by :func:`make_detector` and ``gridlens detect --model``."""
+
+DEFAULT_MODEL = "ensemble"
+"""The model of ``gridlens detect`` without ``--model``: chosen, with every setting, by
+leave-one-series-out evaluation on the developer data (``benchmarks/anomaly_loso.py``)."""
 
 
 def _values(x: Series | npt.ArrayLike, owner: str) -> F64:
@@ -813,9 +836,186 @@ class ProfileDetector(Detector):
         return z
 
 
+# --------------------------------------------------------------------------- spikes
+
+
+class SpikeDetector(Detector):
+    """One-point spikes: ``|x - median of the 2k+1 points around it|`` (``k = spike_width``).
+
+    The spike part of :class:`Hybrid` on its own; a member of :class:`Ensemble`.
+    """
+
+    name = "spike"
+
+    def __init__(
+        self, *, spike_width: int = 2, contamination: float = 0.01, verbose: bool = False
+    ) -> None:
+        super().__init__(contamination=contamination, verbose=verbose)
+        self.spike_width = spike_width
+
+    def _fit(self, xn: F64) -> None:
+        check_param(
+            isinstance(self.spike_width, int) and self.spike_width >= 1,
+            "spike_width",
+            "SpikeDetector",
+            "an int >= 1",
+            self.spike_width,
+        )
+        self.spike_width_ = self.spike_width
+
+    def _score(self, xn: F64) -> F64:
+        from scipy.ndimage import median_filter
+
+        local = median_filter(xn, size=2 * self.spike_width_ + 1, mode="nearest")
+        return np.abs(xn - np.asarray(local, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------- ensemble
+
+ENSEMBLE_MEMBERS = ("profile", "knn", "iforest", "hybrid", "spike")
+"""Detectors :class:`Ensemble` can combine, each at its own default settings. A window
+model may add ``+deseason`` and ``@W`` (a fixed window of ``W`` samples instead of the
+periods' windows), e.g. ``"knn+deseason"``, ``"hybrid@32"``."""
+
+SCALINGS = ("tail", "rank")
+COMBINES = ("mean", "max")
+
+
+def _member(spec: str, random_state: int) -> Detector:
+    head, at, win = spec.partition("@")
+    name, plus, variant = head.partition("+")
+    windowed = name not in ("profile", "spike")
+    ok = (
+        name in ENSEMBLE_MEMBERS
+        and (not plus or (variant == "deseason" and windowed))
+        and (not at or (windowed and win.isdigit() and 8 <= int(win) <= 4096))
+    )
+    if not ok:
+        raise ParameterError(
+            f"unknown ensemble member {spec!r}; choose from {', '.join(ENSEMBLE_MEMBERS)} "
+            "(a window model may add '+deseason' and '@W', a window of W in [8, 4096])"
+        )
+    if name == "spike":
+        return SpikeDetector()
+    if name == "profile":
+        return ProfileDetector()
+    params: dict[str, Any] = {"random_state": random_state}
+    if variant:
+        params["deseason"] = True
+    if at:
+        params["window"] = int(win)
+    return make_detector(name, **params)
+
+
+class _Scaler:
+    """Maps a member's scores onto a common scale, learned from its training scores."""
+
+    def __init__(self, train: F64, how: str, q: float) -> None:
+        self.how = how
+        self.med, self.span = _tail(train, q)
+        self.sorted = np.sort(train)
+        self.top = float(self.sorted[-1])
+
+    def __call__(self, s: F64) -> F64:
+        if self.how == "tail":
+            return (s - self.med) / self.span
+        # the training scores' empirical CDF, continued linearly above their maximum
+        ecdf = np.searchsorted(self.sorted, s, side="right") / self.sorted.size
+        return ecdf + np.maximum(s - self.top, 0.0) / self.span
+
+
+class Ensemble(Detector):
+    """Several detectors, each score mapped to a common scale, combined point by point.
+
+    Each member (:data:`ENSEMBLE_MEMBERS`, at its own default settings) fits on the
+    training series; its training scores set its scale: ``scaling="tail"`` maps their
+    median to 0 and their ``q``-quantile to 1, ``"rank"`` maps a score to its empirical
+    CDF among them (continued linearly above their maximum, with the tail's slope). The
+    point score is the ``combine`` (mean or max) of the scaled member scores. A member that
+    cannot fit the training part (a window longer than the series allows) is left out
+    (``skipped_``); it is an error only when none fits.
+
+    The defaults were chosen by leave-one-series-out evaluation on the developer data
+    (``benchmarks/anomaly_loso.py``, docs/benchmarks.md): among 255 configs (every model's
+    small grid and 236 ensembles), the one with the best mean AUC-PR over 57 labelled
+    series. ``q`` (0.99) was fixed beforehand, not searched. ``periods_`` are those of the
+    first member that found any.
+    """
+
+    name = "ensemble"
+
+    def __init__(
+        self,
+        *,
+        members: tuple[str, ...] = ("knn", "hybrid", "knn@32", "hybrid@32"),
+        scaling: str = "tail",
+        combine: str = "mean",
+        q: float = 0.99,
+        contamination: float = 0.01,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(contamination=contamination, verbose=verbose)
+        self.members = members
+        self.scaling = scaling
+        self.combine = combine
+        self.q = q
+        self.random_state = random_state
+
+    def _fit(self, xn: F64) -> None:
+        check_param(
+            isinstance(self.members, tuple | list)
+            and len(self.members) >= 1
+            and all(isinstance(m, str) for m in self.members),
+            "members",
+            "Ensemble",
+            f"a non-empty tuple of names from {ENSEMBLE_MEMBERS}",
+            self.members,
+        )
+        check_param(
+            self.scaling in SCALINGS, "scaling", "Ensemble", f"one of {SCALINGS}", self.scaling
+        )
+        check_param(
+            self.combine in COMBINES, "combine", "Ensemble", f"one of {COMBINES}", self.combine
+        )
+        check_param(0.5 < self.q < 1.0, "q", "Ensemble", "in (0.5, 1)", self.q)
+        dets = [_member(m, self.random_state) for m in self.members]  # names checked first
+        self.members_: list[Detector] = []
+        self.scalers_: list[_Scaler] = []
+        self.skipped_: list[str] = []
+        last: InsufficientDataError | None = None
+        for spec, det in zip(self.members, dets, strict=True):
+            try:
+                det.fit(xn)
+            except InsufficientDataError as exc:
+                if self.verbose:
+                    _log(f"ensemble: {spec} left out: {exc}")
+                self.skipped_.append(spec)
+                last = exc
+                continue
+            self.members_.append(det)
+            self.scalers_.append(_Scaler(det.score_samples(xn), self.scaling, self.q))
+        if not self.members_:
+            assert last is not None
+            raise last
+        self.periods_: list[Period] = next(
+            (m.periods_ for m in self.members_ if getattr(m, "periods_", None)), []
+        )
+
+    def _score(self, xn: F64) -> F64:
+        parts = np.vstack(
+            [
+                sc(det.score_samples(xn))
+                for det, sc in zip(self.members_, self.scalers_, strict=True)
+            ]
+        )
+        return np.asarray(parts.mean(axis=0) if self.combine == "mean" else parts.max(axis=0))
+
+
 # --------------------------------------------------------------------------- factory
 
 _FACTORIES: dict[str, Callable[..., Detector]] = {
+    "ensemble": Ensemble,
     "cnn-gru-ae": CnnGruAE,
     "lstm-ae": LstmAE,
     "usad": Usad,
