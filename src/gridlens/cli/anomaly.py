@@ -10,9 +10,21 @@ from typing import Any
 
 from gridlens.errors import DataFormatError, ParameterError
 
-MODEL_CHOICES = ("cnn-gru-ae", "hybrid", "lstm-ae", "usad", "iforest", "profile", "ecod", "knn")
-# gridlens.anomaly.bench.NEURAL and gridlens.anomaly.detectors.AUGMENTS (a test keeps them
-# equal): importing the detectors here would load scikit-learn for every gridlens command
+MODEL_CHOICES = (
+    "ensemble",
+    "cnn-gru-ae",
+    "hybrid",
+    "lstm-ae",
+    "usad",
+    "iforest",
+    "profile",
+    "ecod",
+    "knn",
+)
+DEFAULT_MODEL = "ensemble"
+# MODEL_CHOICES and DEFAULT_MODEL copy gridlens.anomaly.detectors.MODELS and DEFAULT_MODEL;
+# NEURAL and AUGMENTS copy gridlens.anomaly.bench.NEURAL and detectors.AUGMENTS (a test keeps
+# them equal): importing the detectors here would load scikit-learn for every gridlens command
 NEURAL = ("cnn-gru-ae", "lstm-ae", "usad")
 AUGMENTS = ("mi-fgsm", "random", "copy")
 
@@ -28,7 +40,12 @@ def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
         "metrics on the test part are printed. Several FILEs are scored as a Dask job.",
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="CSV or Green Button XML")
-    p.add_argument("--model", default="cnn-gru-ae", help=f"one of {', '.join(MODEL_CHOICES)}")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"one of {', '.join(MODEL_CHOICES)} (default {DEFAULT_MODEL}: chosen with all its "
+        "settings by leave-one-series-out evaluation; cnn-gru-ae is the seed's pipeline)",
+    )
     p.add_argument("--train-fraction", type=float, default=0.6, help="default 0.6 (seed 6:2:2)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="default 0.2")
     p.add_argument(
@@ -98,7 +115,13 @@ def add_anomaly_commands(sub: Any, emit_json: Any) -> None:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {"random_state": args.seed}
-    if args.model != "profile":
+    if args.model == "ensemble":
+        if args.window is not None or args.deseason:
+            raise ParameterError(
+                "--window and --deseason apply to one model, not the ensemble (its members "
+                "use the periods' windows and windows of 32 samples); pass --model"
+            )
+    elif args.model != "profile":
         params["window"] = args.window
     elif args.window is not None:
         params["period"] = args.window
