@@ -2,8 +2,9 @@
 
 Rows, each the best of ``--repeat`` runs in one process (single-threaded numpy):
 
-- ``dial_dataset`` (64x64 crops, random styles) against the anchor, the wheel-crop renderer
-  :func:`gridlens.meter.synth.render_digit_crop` (32x48 crops) called in a loop;
+- ``dial_dataset`` (64x64 crops, random styles; 1 and 2 threads) against the anchor, the
+  wheel-crop renderer :func:`gridlens.meter.synth.render_digit_crop` (32x48 crops) called
+  in a loop;
 - ``render_dial_crop`` called once per crop (with its truth dict);
 - whole photos: :func:`~gridlens.meter.synth_dials.render_water_meter` (5 wheels, 4 dials)
   and :func:`~gridlens.meter.synth_dials.render_register` (5 dials) against the anchor
@@ -74,6 +75,11 @@ def main() -> None:
     anchor_meter = _rate(meters, m, a.repeat)
     rows = [
         ("dial_dataset, 64x64", _rate(lambda: dial_dataset(n, seed=1), n, a.repeat), anchor_crop),
+        (
+            "dial_dataset, 64x64, 2 threads",
+            _rate(lambda: dial_dataset(n, seed=1, workers=2), n, a.repeat),
+            anchor_crop,
+        ),
         ("render_dial_crop, 64x64", _rate(crops, n, a.repeat), anchor_crop),
         ("render_water_meter, 640x480", _rate(water, m, a.repeat), anchor_meter),
         ("render_register, 640x480", _rate(register, m, a.repeat), anchor_meter),

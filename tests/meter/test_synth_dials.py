@@ -158,6 +158,9 @@ def test_dataset_shape_dtype_and_determinism() -> None:
     assert np.all((y >= 0) & (y < 10))
     x2, y2 = dial_dataset(24, size=48, seed=3)
     assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    x3, y3 = dial_dataset(300, size=24, seed=3, workers=2)  # two blocks in two threads
+    x4, y4 = dial_dataset(300, size=24, seed=3)
+    assert np.array_equal(x3, x4) and np.array_equal(y3, y4)
     assert x.std() > 20  # not blank
 
 
@@ -283,6 +286,7 @@ def test_write_dial_example(tmp_path: Path, kind: str) -> None:
         (lambda: render_dial_crop(1.0, perspective=2.0), "'perspective'"),
         (lambda: dial_dataset(0), "'n' parameter of dial_dataset"),
         (lambda: dial_dataset(4, size=4), "'size'"),
+        (lambda: dial_dataset(4, workers=0), "'workers'"),
         (lambda: dial_dataset(200_000), "at most 87381 for 64x64 crops"),
         (lambda: dial_positions(-1.0, (0.1,)), "'reading'"),
         (lambda: dial_positions(1.0, (0.3,)), "'factors'"),

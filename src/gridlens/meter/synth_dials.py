@@ -49,6 +49,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -122,6 +123,7 @@ WATER_FACTORS = (0.1, 0.01, 0.001, 0.0001)
 #: Largest image array :func:`dial_dataset` returns at once [bytes].
 MAX_DATASET_BYTES = 1 << 30
 _SHIFT = 4  # sub-pixel bits of OpenCV drawing
+_BLOCK = 256  # crops per random stream in dial_dataset
 _ONE = float(1 << _SHIFT)
 _RED_INK = (40, 40, 185)
 _WEIGHTS = (0.09, 0.11, 0.13, 0.15)  # a few, so that glyph metrics stay cached
@@ -544,12 +546,14 @@ def dial_dataset(
     size: int = 64,
     seed: Seed = 0,
     ccw_frac: float = 0.2,
+    workers: int = 1,
 ) -> tuple[U8, F32]:
     """A batch of random dial crops with their positions, for training and evaluation.
 
     Each crop has its own random style, direction (``"ccw"`` with probability ``ccw_frac``),
     and effects as in :func:`render_dial_crop` with its defaults; ``zero_deg`` is 0. Values
-    are uniform in [0, 10).
+    are uniform in [0, 10). The crops are made in blocks of 256, each with its own random
+    stream drawn from ``seed``, so the batch does not depend on ``workers``.
 
     Parameters
     ----------
@@ -562,6 +566,9 @@ def dial_dataset(
         The same seed gives the same batch.
     ccw_frac : float
         Fraction of anticlockwise dials, 0-1.
+    workers : int
+        Threads to render blocks in, 1-64 (OpenCV releases the GIL while it draws and warps;
+        2 threads give about 1.5x on 2 cores).
 
     Returns
     -------
@@ -599,17 +606,36 @@ def dial_dataset(
         "with different seeds)",
         n,
     )
-    rng = np.random.default_rng(seed)
-    values = rng.uniform(0.0, 10.0, n)
-    values = np.where(values >= 10.0, 0.0, values)
+    check_param(
+        isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= 64,
+        "workers",
+        owner,
+        "an int in [1, 64]",
+        workers,
+    )
     images = np.empty((n, size, size, 3), np.uint8)
-    for i in range(n):
-        st = DialStyle.random(rng)
-        d = "ccw" if rng.random() < ccw_frac else "cw"
-        images[i], _ = _crop(
-            rng, float(values[i]), size, st, d, 0.0, 0.15, 0.5, 2.0, 0.5, 0.9, 0.03, truth=False
-        )
-    return images, values.astype(np.float32)
+    values = np.empty(n, np.float32)
+    starts = range(0, n, _BLOCK)
+    seeds = np.random.default_rng(seed).integers(0, 2**63, len(starts))
+
+    def block(k: int) -> None:
+        rng = np.random.default_rng(int(seeds[k]))
+        for i in range(starts[k], min(n, starts[k] + _BLOCK)):
+            v = _mod10(float(rng.uniform(0.0, 10.0)))
+            st = DialStyle.random(rng)
+            d = "ccw" if rng.random() < ccw_frac else "cw"
+            images[i], _ = _crop(
+                rng, v, size, st, d, 0.0, 0.15, 0.5, 2.0, 0.5, 0.9, 0.03, truth=False
+            )
+            values[i] = v
+
+    if workers == 1 or len(starts) == 1:
+        for k in range(len(starts)):
+            block(k)
+    else:
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            list(pool.map(block, range(len(starts))))
+    return images, values
 
 
 def render_water_reference(
