@@ -92,12 +92,12 @@ def test_bad_inputs_are_4xx_and_store_nothing(api_env: dict[str, Any]) -> None:
     env, c, store = api_env, api_env["client"], api_env["store"]
     bad = {
         "both": {"name": "x", "builtin": "ieee15", "files": {"a.dss": "x"}},
+        "no files": {"name": "x", "files": {}},
         "none": {"name": "x"},
         "garbage": {"name": "x", "files": {"a.dss": "this is not opendss\n"}},
         "escape": {"name": "x", "files": {"a.dss": "New Circuit.a\nRedirect /etc/passwd\n"}},
         "export": {"name": "x", "files": {"a.dss": "New Circuit.a\nExport voltages\n"}},
         "bad name": {"name": "../x", "builtin": "ieee15"},
-        "pmu bus": {"name": "x", "builtin": "ieee15", "pmus": ["99"]},
         "unknown": {"name": "x", "builtin": "ieee999"},
     }
     for what, body in bad.items():
@@ -112,17 +112,23 @@ def test_bad_inputs_are_4xx_and_store_nothing(api_env: dict[str, Any]) -> None:
     d, _ = store.add_device("m", {})
     r = c.put(f"/api/v1/feeders/{fid}/meters", json={"device_id": d.id, "bus": "nope"},
               headers=env["admin"])  # fmt: skip
-    assert r.status_code == 422 and "unknown bus" in r.json()["detail"]
+    assert r.status_code == 404 and "unknown bus" in r.json()["detail"]
     assert store.meter_place(d.id) is None
     r = c.put(f"/api/v1/feeders/{fid}/meters", json={"device_id": 999, "bus": "3"},
               headers=env["admin"])  # fmt: skip
     assert r.status_code == 404
     r = c.put(f"/api/v1/feeders/{fid}/pmus", json={"buses": ["1", "x"]}, headers=env["admin"])
-    assert r.status_code == 422 and store.feeder(fid).pmus == []
-    for body in ({"k": 0}, {"k": 11}, {"k": 2, "fixed": ["1", "2", "3"]}, {"k": 3, "fixed": ["q"]},
+    assert r.status_code == 404 and store.feeder(fid).pmus == []
+    r = _feeder(env, name="y", builtin="ieee15", pmus=["99"])
+    assert r.status_code == 404 and "unknown bus '99'" in r.json()["detail"]
+    assert [f["name"] for f in store.feeders()] == ["f"]
+    for body in ({"k": 0}, {"k": 11}, {"k": 2, "fixed": ["1", "2", "3"]}, 
                  {"k": 3, "estimator": "magic"}, {"k": 3, "scenarios": 100}):  # fmt: skip
         r = c.post(f"/api/v1/feeders/{fid}/placement", json=body, headers=env["operator"])
         assert r.status_code == 422, (body, r.text)
+    body = {"k": 3, "fixed": ["q"]}
+    r = c.post(f"/api/v1/feeders/{fid}/placement", json=body, headers=env["operator"])
+    assert r.status_code == 404 and "unknown bus 'q'" in r.json()["detail"]
     r = c.get(f"/api/v1/feeders/{fid}/estimates", params={"since": "yesterday"},
               headers=env["viewer"])  # fmt: skip
     assert r.status_code == 422

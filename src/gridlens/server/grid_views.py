@@ -43,7 +43,8 @@ FEEDER_UPLOAD_BYTES = 16 * 1024 * 1024
 #: Most hours one estimates answer holds.
 MAX_ESTIMATE_HOURS = 24 * 62
 MAX_PMUS = 10
-_E404 = "no feeder (or device) with this id"
+_E404 = "no feeder (or device) with this id, or no bus of this name on the feeder"
+_BODY = (400, 413)
 
 
 def _store(request: Request) -> Store:
@@ -51,14 +52,24 @@ def _store(request: Request) -> Store:
     return store
 
 
-class FeederNew(BaseModel):
-    """A feeder to add: a built-in one, or uploaded OpenDSS files."""
+class FeederBuiltin(BaseModel):
+    """A built-in feeder to add."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, examples=["main-street"])
-    builtin: Literal["ieee15"] | None = Field(None, description="a built-in feeder")
-    files: dict[str, str] | None = Field(
-        None, description="OpenDSS files by name (the main one and those it redirects to)"
+    builtin: Literal["ieee15"] = Field(description="the built-in feeder")
+    pmus: list[str] = Field(default_factory=list, max_length=MAX_PMUS)
+
+
+class FeederFiles(BaseModel):
+    """A feeder to add from OpenDSS files."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64, examples=["main-street"])
+    files: dict[str, str] = Field(
+        min_length=1,
+        max_length=20,
+        description="OpenDSS files by name (the main one and those it redirects to)",
     )
     main: str | None = Field(None, description="the file with `New Circuit` (default: found)")
     pmus: list[str] = Field(default_factory=list, max_length=MAX_PMUS)
@@ -92,10 +103,7 @@ def _buses(store: Store, feeder_id: int, names: list[str]) -> list[str]:
     f = grid_se.load_model(store.feeder(feeder_id))
     out: list[str] = []
     for b in names:
-        try:
-            name = _bus_name(f, b)
-        except NotFoundError as exc:
-            raise ParameterError(str(exc)) from None
+        name = _bus_name(f, b)  # NotFoundError (404) naming the valid buses
         if name not in out:
             out.append(name)
     return out
@@ -124,41 +132,39 @@ def list_feeders(request: Request, who: Viewer) -> list[dict[str, Any]]:
     "/feeders",
     status_code=201,
     responses=errors(
+        400,
+        404,
         409,
         413,
-        e422="no or both of builtin/files, an unknown bus, or .dss "
-        "files OpenDSS cannot load (its message)",
+        e404="a µPMU bus the feeder does not have",
+        e422="a bad name, or .dss files OpenDSS cannot load (its message)",
     ),
     description="Add a feeder (admin): `builtin` (ieee15), or the OpenDSS `files` (name -> "
     "text; the main file and those it redirects to). OpenDSS compiles them once; the balanced "
     "model is stored. Nothing is stored when they do not load.",
 )
 @body_limit(FEEDER_UPLOAD_BYTES)
-async def add_feeder(body: FeederNew, request: Request, who: Admin) -> dict[str, Any]:
-    if (body.builtin is None) == (body.files is None):
-        raise ParameterError("give either builtin or files (the .dss files), not both or none")
+async def add_feeder(
+    body: FeederBuiltin | FeederFiles, request: Request, who: Admin
+) -> dict[str, Any]:
     store = _store(request)
     return await run_in_threadpool(_add_feeder, store, body, who.name)
 
 
-def _add_feeder(store: Store, body: FeederNew, actor: str) -> dict[str, Any]:
+def _add_feeder(store: Store, body: FeederBuiltin | FeederFiles, actor: str) -> dict[str, Any]:
     from gridlens.grid.feeder import feeder_from_dict
     from gridlens.store.repo import check_name
 
     check_name(body.name, "feeder")  # before OpenDSS runs
-    if body.builtin is not None:
+    if isinstance(body, FeederBuiltin):
         model, source, files = grid_se.builtin_model(body.builtin), f"builtin:{body.builtin}", None
     else:
-        assert body.files is not None
         model, main = grid_se.compile_files(body.files, body.main)
         source, files = f"dss:{main}", body.files
     f = feeder_from_dict(model)
     pmus: list[str] = []
     for b in body.pmus:
-        try:
-            pmus.append(_bus_name(f, b))
-        except NotFoundError as exc:
-            raise ParameterError(str(exc)) from None
+        pmus.append(_bus_name(f, b))  # NotFoundError (404) before anything is stored
     row = store.add_feeder(body.name, source, model, actor=actor, files=files, pmus=pmus)
     return feeder_summary(row)
 
@@ -187,7 +193,7 @@ def remove_feeder(feeder_id: FeederId, request: Request, who: Admin) -> dict[str
 
 @api.put(
     "/feeders/{feeder_id}/meters",
-    responses=errors(404, e404=_E404, e422="an unknown bus or a value out of range"),
+    responses=errors(*_BODY, 404, e404=_E404, e422="a value out of range"),
     description="Put a device on a bus of this feeder (admin); it leaves any bus it was on. "
     "The bus load is the device's hourly energy times `scale`. Every estimate of the feeders "
     "involved is recomputed.",
@@ -220,7 +226,7 @@ def unplace_meter(
 
 @api.put(
     "/feeders/{feeder_id}/pmus",
-    responses=errors(404, e404=_E404, e422="an unknown bus"),
+    responses=errors(*_BODY, 404, e404=_E404),
     description='Set the feeder\'s µPMU buses (admin): what "Apply" of a placement study '
     "stores. Every estimate is recomputed.",
 )
@@ -285,10 +291,11 @@ def get_estimates(
     "/feeders/{feeder_id}/placement",
     status_code=202,
     responses=errors(
+        *_BODY,
         404,
         e404=_E404,
-        e422="K out of range, an unknown fixed bus, more "
-        "fixed buses than K, or an exhaustive search too large",
+        e422="K out of range or more than the feeder's buses, more fixed buses than K, or an "
+        "exhaustive search too large",
     ),
     description="Start the µPMU placement study of this feeder (operator): K µPMUs, the "
     "fixed buses, the estimator and the search. It runs in the background; follow it with "
