@@ -428,3 +428,25 @@ def test_cli_detect_without_model_uses_the_default(
     assert doc["metrics_on_test_part"]["auc_pr"] > 0.5
     assert main(["detect", str(f), "--window", "24"]) == 2
     assert "not the ensemble" in capsys.readouterr().err
+
+
+def test_the_default_needs_no_pyod_and_its_knn_is_pyods() -> None:
+    import subprocess
+    import sys
+
+    from gridlens.anomaly.detectors import KnnWindows
+
+    x = hourly_series(70).values
+    for w in (None, 24):
+        a = make_detector("knn", window=w).fit(x[:1008]).score_samples(x)  # PyOD's KNN
+        b = KnnWindows(window=w).fit(x[:1008]).score_samples(x)
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    code = (
+        "import sys, numpy as np\n"
+        "from gridlens.anomaly.detectors import DEFAULT_MODEL, make_detector\n"
+        "x = np.sin(np.arange(2000) * 2 * np.pi / 48)\n"
+        "x = x + np.random.default_rng(0).normal(0, 0.1, 2000)\n"
+        "make_detector(DEFAULT_MODEL).fit(x[:1200]).score_samples(x)\n"
+        "assert 'pyod' not in sys.modules, 'pyod imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

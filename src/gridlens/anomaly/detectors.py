@@ -88,6 +88,7 @@ __all__ = [
     "Ensemble",
     "Hybrid",
     "IForestWindows",
+    "KnnWindows",
     "LstmAE",
     "NotFittedError",
     "ProfileDetector",
@@ -458,6 +459,54 @@ class PyODWindows(_WindowDetector):
 
     def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
         return np.asarray(self._state[k].decision_function(win), dtype=np.float64), None
+
+
+class KnnWindows(_WindowDetector):
+    """kNN distance of each window to the training windows (the ``knn`` ensemble member).
+
+    The score of :class:`PyODWindows` ``("knn")`` (PyOD's ``KNN(n_neighbors=5)``, the
+    distance to the 5th nearest training window) computed with scikit-learn alone, so the
+    default model needs neither PyOD nor its import time.
+    """
+
+    name = "knn"
+
+    def __init__(
+        self,
+        *,
+        n_neighbors: int = 5,
+        window: int | None = None,
+        max_scales: int = 2,
+        deseason: bool = False,
+        contamination: float = 0.01,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            window=window,
+            max_scales=max_scales,
+            deseason=deseason,
+            contamination=contamination,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.n_neighbors = n_neighbors
+
+    def _fit_scale(self, k: int, win: F32) -> Any:
+        from sklearn.neighbors import NearestNeighbors
+
+        check_param(
+            isinstance(self.n_neighbors, int) and self.n_neighbors >= 1,
+            "n_neighbors",
+            "KnnWindows",
+            "an int >= 1",
+            self.n_neighbors,
+        )
+        return NearestNeighbors(n_neighbors=min(self.n_neighbors, len(win))).fit(win)
+
+    def _score_scale(self, k: int, win: F32) -> tuple[F64, F64 | None]:
+        dist, _ = self._state[k].kneighbors(win)
+        return dist[:, -1].astype(np.float64), None
 
 
 class Hybrid(_WindowDetector):
@@ -904,6 +953,8 @@ def _member(spec: str, random_state: int) -> Detector:
         params["deseason"] = True
     if at:
         params["window"] = int(win)
+    if name == "knn":  # PyOD's KNN(n_neighbors=5) score, without PyOD
+        return KnnWindows(**params)
     return make_detector(name, **params)
 
 
