@@ -181,12 +181,16 @@ def test_water_meter_gearing_roi_and_determinism() -> None:
     m = render_water_meter(391.4876, seed=2)
     assert m.image.shape == (480, 640, 3)
     assert np.allclose(m.dials, dial_positions(391.4876, WATER_FACTORS))
-    assert m.wheels.tolist() == [0.0, 0.0, 3.0, 9.0, 1.0]  # the units wheel waits for x0.1
+    # the units wheel turns with the reading, 0.35 behind the dials (as on the wmsc meter)
+    assert m.wheels.round(6).tolist() == [0.0, 0.0, 3.0, 9.0, 1.1376]
     assert m.reading == pytest.approx(391.4876)
-    rolling = render_water_meter(391.95, **CLEAN)
+    assert render_water_meter(400.2, **CLEAN).wheels.round(6).tolist() == [0, 0, 3.85, 9.85, 9.85]
+    exact = render_water_meter(391.4876, wheel_lag=0.0, **CLEAN)
+    assert exact.wheels[-1] == pytest.approx(1.4876)
+    carry = render_water_meter(391.4876, wheel_roll="carry", **CLEAN)
+    assert carry.wheels.tolist() == [0.0, 0.0, 3.0, 9.0, 1.0]  # the units wheel waits for x0.1
+    rolling = render_water_meter(391.95, wheel_roll="carry", **CLEAN)
     assert rolling.wheels.round(6).tolist() == [0.0, 0.0, 3.0, 9.0, 1.5]  # mid-roll
-    cont = render_water_meter(391.4876, wheel_roll="continuous", **CLEAN)
-    assert cont.wheels[-1] == pytest.approx(1.4876)
     again = render_water_meter(391.4876, seed=2)
     assert np.array_equal(m.image, again.image) and m.roi == again.roi
     roi = m.roi
@@ -296,6 +300,7 @@ def test_write_dial_example(tmp_path: Path, kind: str) -> None:
         (lambda: render_water_meter(1.0, factors=(0.01,)), "the first one 0.1"),
         (lambda: render_water_meter(1.0, wheel_roll="jumpy"), "'wheel_roll'"),
         (lambda: render_water_meter(1.0, lag=2.0), "'lag'"),
+        (lambda: render_water_meter(1.0, wheel_lag=-0.1), "'wheel_lag'"),
         (lambda: render_water_meter(1.0, glare=3.0), "'glare'"),
         (lambda: render_register(1.0, n_dials=7), "'n_dials' parameter of render_register"),
         (lambda: render_register(1.0, transform=np.eye(2)), "'transform'"),
