@@ -381,3 +381,81 @@ def test_capture_command_takes_a_photo_at_once(stub: tuple[_Stub, str], tmp_path
     at = [u["at"][11:] for u in server.uploads]
     assert at == ["10:00:00Z", "10:00:01Z", "10:01:01Z", "10:02:01Z"]
     assert s["commands_acked"] == 1 and server.acks[0][2] == {"ok": True, "detail": "capture now"}
+
+
+# ------------------------------------------------------------------------- injected anomalies
+
+
+def test_injected_anomalies_change_the_register_as_described() -> None:
+    from gridlens.simulate import InjectedAnomaly
+
+    p = household_profile(3)
+    raw = p.energy_kwh
+    t0 = NOW.timestamp()
+    h = 3600.0
+    night = InjectedAnomaly("m", "night-load", t0, t0 + 4 * h, kw=2.0)
+    assert night.delta_kwh(raw, t0 - h) == 0.0
+    assert night.delta_kwh(raw, t0 + 2 * h) == pytest.approx(4.0)
+    assert night.delta_kwh(raw, t0 + 9 * h) == pytest.approx(8.0)
+    stuck = InjectedAnomaly("m", "stuck", t0, t0 + 4 * h)
+    shown = [raw(t) + stuck.delta_kwh(raw, t) for t in (t0, t0 + h, t0 + 3 * h, t0 + 4 * h)]
+    assert shown == pytest.approx([raw(t0)] * 4)  # frozen, and the lost energy stays lost
+    later = raw(t0 + 6 * h) + stuck.delta_kwh(raw, t0 + 6 * h)
+    assert later == pytest.approx(raw(t0) + raw(t0 + 6 * h) - raw(t0 + 4 * h))
+    holiday = InjectedAnomaly("m", "holiday", t0, t0 + 24 * h, keep=0.2)
+    used = raw(t0 + 24 * h) - raw(t0)
+    assert holiday.delta_kwh(raw, t0 + 30 * h) == pytest.approx(-0.8 * used)
+    again = InjectedAnomaly.from_dict(holiday.to_dict())
+    assert again == holiday
+    for bad in (
+        {"kind": "fire"},
+        {"end": t0 - 1},
+        {"kw": -1.0},
+        {"keep": 1.5},
+    ):
+        kw: dict[str, Any] = {"device": "m", "kind": "stuck", "start": t0, "end": t0 + h, **bad}
+        with pytest.raises(ParameterError):
+            InjectedAnomaly(**kw)
+
+
+def test_demo_plan_and_history_points() -> None:
+    from gridlens.simulate import DeviceState, history_points, plan_demo_anomalies
+
+    now = NOW.timestamp()  # a Saturday, 10:00 UTC
+    plan = plan_demo_anomalies([("m1", "household"), ("m2", "household"), ("m3", "factory")], now)
+    assert [(a.device, a.kind) for a in plan] == [
+        ("m1", "stuck"), ("m3", "night-load"), ("m3", "holiday"),
+    ]  # fmt: skip
+    stuck, night, holiday = plan
+    assert parse_start("2026-11-20T06:00:00Z").timestamp() == stuck.start
+    assert night.start == parse_start("2026-11-18T22:00:00Z").timestamp() and night.kw == 250.0
+    assert holiday.start == parse_start("2026-11-16T00:00:00Z").timestamp()  # a Monday
+    assert plan_demo_anomalies([], now) == []
+    meter = make_meter("household", 0, 5)
+    dev = DeviceState("m1", 0, 1, "-", meter, 600.0, anomalies=[stuck])
+    pts = history_points(dev, stuck.start - 3600, stuck.end + 3600, 600.0)
+    assert len(pts) == 6 * 18 and set(np.diff([t for t, _ in pts])) == {600.0}
+    inside = [v for t, v in pts if stuck.start <= t <= stuck.end]
+    assert len(set(inside)) == 1  # the register stood still
+    values = [v for _, v in pts]
+    assert values == sorted(values)  # and never went back
+
+
+def test_simulator_keeps_injected_anomalies_in_its_state(
+    stub: tuple[_Stub, str], tmp_path: Path
+) -> None:
+    from gridlens.simulate import InjectedAnomaly
+
+    _server, url = stub
+    t0 = NOW.timestamp() - 3600
+    a = InjectedAnomaly("sim-001", "stuck", t0, t0 + 1800)
+    state = tmp_path / "state.json"
+    sim = Simulator(url, "admin", 2, speedup=0, start=NOW, duration_s=60, progress=False,
+                    state_file=state, anomalies=[a])  # fmt: skip
+    devs = sim.register()
+    assert devs[0].anomalies == [a] and devs[1].anomalies == []
+    again = Simulator(url, "admin", 2, speedup=0, start=NOW, duration_s=60, progress=False,
+                      state_file=state)  # fmt: skip
+    assert again.register()[0].anomalies == [a]
+    with pytest.raises(ParameterError, match="anomalies"):
+        Simulator(url, "admin", 1, anomalies=["stuck"])  # type: ignore[list-item]

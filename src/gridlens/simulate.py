@@ -736,9 +736,9 @@ def plan_demo_anomalies(devices: list[tuple[str, str]], now: float) -> list[Inje
     list of InjectedAnomaly
         ``stuck``: the first household's register from 06:00 to 22:00 yesterday;
         ``night-load``: a machine left running at night two nights ago, 22:00 to 06:00 (the
-        first factory: 150 kW; else the last household: 2 kW); ``holiday``: the first
-        factory's (else the last household's) most recent weekday at least five days ago,
-        00:00 to 24:00. Empty without devices.
+        first factory: 250 kW, a production line; else the last household: 2 kW);
+        ``holiday``: the first factory's (else the last household's) most recent weekday at
+        least five days ago, 00:00 to 24:00. Empty without devices.
     """
     if not devices:
         return []
@@ -750,7 +750,7 @@ def plan_demo_anomalies(devices: list[tuple[str, str]], now: float) -> list[Inje
         out.append(InjectedAnomaly(homes[0], "stuck", day0 - _DAY_S + 6 * 3600.0,
                                    day0 - _DAY_S + 22 * 3600.0))  # fmt: skip
     target = plants[0] if plants else (homes[-1] if len(homes) > 1 else devices[-1][0])
-    kw = 150.0 if plants else 2.0
+    kw = 250.0 if plants else 2.0
     night = day0 - 2 * _DAY_S - 2 * 3600.0
     out.append(InjectedAnomaly(target, "night-load", night, night + 8 * 3600.0, kw=kw))
     day = day0 - 5 * _DAY_S
