@@ -335,8 +335,8 @@ def neural_subset(cases: list[Case]) -> list[Case]:
     ]
 
 
-def _f(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{x:.3f}"
+def _f(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.3f}"
 
 
 def _ms(d: dict[str, float]) -> str:
@@ -378,6 +378,22 @@ def markdown(res: dict[str, Any]) -> str:
     for s in res["families"]:
         cells = [_f(s["per_group"][g]["logo_auc_pr"]["mean"]) for g in GROUPS]
         lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Each model at its own default settings (nothing chosen, so these are held-out means "
+        "too): AUC-PR and VUS-PR mean ± std [IQR], then AUC-PR / VUS-PR per group:"
+    )
+    lines.append("")
+    lines.append("| model | AUC-PR | VUS-PR | " + " | ".join(GROUPS) + " |")
+    lines.append("|---|---|---|" + "---|" * len(GROUPS))
+    for f in res["fixed_defaults"]:
+        pg = f["per_group"]
+        cells = [f"{_f(pg[g]['auc_pr']['mean'])} / {_f(pg[g]['vus_pr']['mean'])}" for g in GROUPS]
+        lines.append(
+            f"| `{f['config']}` | {_ms(f['auc_pr'])} | {_ms(f['vus_pr'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
     if res.get("neural"):
         nn = res["neural"]
         lines.append("")
@@ -421,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="neural epochs (default: the models' own, 10)")
     ap.add_argument("--verify", action="store_true", help="re-run the chosen default for real")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--render", metavar="JSON", help="print the tables of a saved run and stop")
     args = ap.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(Path(args.render).read_text())))
+        return 0
     t_start = time.perf_counter()
     max_points = 8000 if args.quick else args.max_points
     cases = load_cases(data_dir(), quick=args.quick, aiops=True, max_points=max_points)
@@ -502,10 +522,35 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(res)
     print(md)
     if args.json:
-        res["markdown"] = md
-        Path(args.json).write_text(json.dumps(res, indent=1, default=_json))
+        Path(args.json).write_text(json.dumps(_rounded(_pruned(res)), default=_json) + "\n")
     log(f"done in {res['seconds']:.0f} s")
     return 0
+
+
+def _pruned(res: dict[str, Any]) -> dict[str, Any]:
+    """Per-series AUC-PR of every single model's config and of the 20 best ensembles only."""
+    auc = res["auc_pr"]
+    ens = sorted(
+        (c for c in auc if c.startswith("ensemble")),
+        key=lambda c: -float(np.mean(list(auc[c].values()))),
+    )
+    keep = [c for c in auc if not c.startswith("ensemble")] + ens[:20]
+    return {
+        **res,
+        "auc_pr": {c: auc[c] for c in keep},
+        "auc_pr_kept": "single models, 20 best ensembles",
+    }
+
+
+def _rounded(o: Any) -> Any:
+    """Floats to 4 decimals (the JSON stays small)."""
+    if isinstance(o, float):
+        return round(o, 4) if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _rounded(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_rounded(v) for v in o]
+    return o
 
 
 def _json(o: object) -> Any:
