@@ -184,8 +184,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 n_factories=n_fact, name_prefix="meter", anomalies=plan,
             )  # fmt: skip
             devices = sim.register()
-            print(f"seeding {args.history} of readings from {args.devices} meters "
-                  f"(the last {args.backfill} as photos)", file=sys.stderr)  # fmt: skip
+            print(f"seeding {args.backfill} of photos from {args.devices} meters, and their "
+                  f"readings back to {args.history} ago", file=sys.stderr)  # fmt: skip
             _seed_history(db, devices, now - history_s, now - backfill_s)
             if not stopping:
                 sim.run()
