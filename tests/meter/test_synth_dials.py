@@ -205,6 +205,10 @@ def test_water_meter_gearing_roi_and_determinism() -> None:
     json.dumps(roi)
     ref, roi_ref = render_water_reference()
     assert roi_ref == roi and ref.shape == m.image.shape
+    clean = render_water_meter(
+        0.0, wheel_lag=0.0, seed=0, **{**CLEAN, "jpeg_quality": 92, "noise": 0.01}
+    )
+    assert np.array_equal(ref, clean.image)  # the reference shows whole digits: 00000
     parsed = MeterROI.from_dict(roi)  # the ROI file format accepts it
     assert [d.factor for d in parsed.dials] == list(WATER_FACTORS)
 

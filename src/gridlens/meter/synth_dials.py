@@ -656,7 +656,8 @@ def render_water_reference(
     """Render the canonical, undistorted view of a water meter with wheels and dials.
 
     Parameters are those of :func:`render_water_meter`, as in
-    :func:`gridlens.meter.synth.render_reference`.
+    :func:`gridlens.meter.synth.render_reference`. The wheels turn without lag, so the
+    default reading 0 shows whole digits (the digit boxes are refined against them).
 
     Returns
     -------
@@ -668,6 +669,7 @@ def render_water_reference(
         n_digits=n_digits,
         decimals=decimals,
         factors=factors,
+        wheel_lag=0.0,  # whole digits (at a whole reading) for refining the digit boxes
         layout_seed=layout_seed,
         size=size,
         seed=seed,
