@@ -164,6 +164,14 @@ def test_dataset_shape_dtype_and_determinism() -> None:
     assert x.std() > 20  # not blank
 
 
+def test_dataset_labels_are_needle_angles() -> None:
+    # all-ccw and all-cw batches of one seed: same labels, same needle angles
+    x_cw, y_cw = dial_dataset(6, size=64, seed=9, ccw_frac=0.0)
+    x_ccw, y_ccw = dial_dataset(6, size=64, seed=9, ccw_frac=1.0)
+    assert np.array_equal(y_cw, y_ccw)
+    assert not np.array_equal(x_cw, x_ccw)  # the numerals run the other way
+
+
 def test_dial_positions_and_register_directions() -> None:
     assert dial_positions(391.4876, WATER_FACTORS).round(6).tolist() == [4.876, 8.76, 7.6, 6.0]
     assert dial_positions(19375.0, (10000, 1000, 100, 10, 1)).round(6).tolist() == [

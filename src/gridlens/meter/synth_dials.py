@@ -554,8 +554,12 @@ def dial_dataset(
     """A batch of random dial crops with their positions, for training and evaluation.
 
     Each crop has its own random style, direction (``"ccw"`` with probability ``ccw_frac``),
-    and effects as in :func:`render_dial_crop` with its defaults; ``zero_deg`` is 0. Values
-    are uniform in [0, 10). The crops are made in blocks of 256, each with its own random
+    and effects as in :func:`render_dial_crop` with its defaults; ``zero_deg`` is 0. The
+    labels are the needle's angle clockwise from 12 o'clock in divisions (angle / 36 deg),
+    uniform in [0, 10): the position of a clockwise dial. An anticlockwise dial (numbered
+    anticlockwise, for variety) with label v shows the position (10 - v) mod 10, so one
+    label means one needle angle whatever the numbering; a reader applies ``direction``
+    and ``zero_deg`` afterwards. The crops are made in blocks of 256, each with its own random
     stream drawn from ``seed``, so the batch does not depend on ``workers``.
 
     Parameters
@@ -576,7 +580,8 @@ def dial_dataset(
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
-        Images (n, size, size, 3) ``uint8`` BGR and values (n,) ``float32`` in divisions.
+        Images (n, size, size, 3) ``uint8`` BGR and labels (n,) ``float32``: the needle
+        angle clockwise from 12 o'clock in divisions (36 degrees each).
     """
     owner = "dial_dataset"
     check_param(
@@ -627,8 +632,9 @@ def dial_dataset(
             v = _mod10(float(rng.uniform(0.0, 10.0)))
             st = DialStyle.random(rng)
             d = "ccw" if rng.random() < ccw_frac else "cw"
+            pos = v if d == "cw" else _mod10(10.0 - v)  # the same needle angle either way
             images[i], _ = _crop(
-                rng, v, size, st, d, 0.0, 0.15, 0.5, 2.0, 0.5, 0.9, 0.03, truth=False
+                rng, pos, size, st, d, 0.0, 0.15, 0.5, 2.0, 0.5, 0.9, 0.03, truth=False
             )
             values[i] = v
 
