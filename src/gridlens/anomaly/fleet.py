@@ -206,14 +206,15 @@ def _centered_mean(x: F64, k: int) -> F64:
 
 def cycle_error(x: F64, period: int) -> float:
     """How well the phase median of period ``period`` predicts ``x`` on cycles it did not see:
-    the median absolute error of each whole cycle against the median of the other cycles
-    (leave one cycle out). Inf with fewer than three cycles."""
+    the mean absolute error of each whole cycle against the median of the other cycles
+    (leave one cycle out; the mean, so that a factory's weekends count against the day).
+    Inf with fewer than three cycles."""
     c = x.size // period
     if c < 3:
         return math.inf
     m = x[x.size - c * period :].reshape(c, period)
     errs = [np.abs(m[i] - np.median(np.delete(m, i, axis=0), axis=0)) for i in range(c)]
-    return float(np.median(np.concatenate(errs)))
+    return float(np.mean(np.concatenate(errs)))
 
 
 def score_meter(
