@@ -95,3 +95,19 @@ def test_layout_and_model_round_trip() -> None:
     g = replace(f, coords=tuple((b, float(k), float(k % 3)) for k, b in enumerate(f.bus_names)))
     xy, source = bus_layout(g)
     assert source == "buscoords" and xy[0, 0] == 0 and xy[-1, 0] == 1
+
+
+def test_an_impossible_hour_does_not_sink_the_batch() -> None:
+    f = ieee15()
+    rng = np.random.default_rng(9)
+    nom, p = _truth_loads(f, rng)
+    buses = list(range(1, 15))
+    kwh = p.copy()
+    kwh[5] = nom * 20  # 20x every load: no voltage solves it
+    se = HourlySE(f, [0], buses)
+    est = se.estimate(bus_loads(f, HOURS, [MeterSeries(b, kwh[:, b]) for b in buses]))
+    assert np.isfinite(est.vm_pu).all() and est.vm_pu.shape == (H, 15)
+    assert est.vm_sigma[5].mean() > est.vm_sigma[4].mean()  # the capped hour: wide σ
+    spike = 1.0 + 50.0 * (np.arange(H) == 3)  # one meter, one kettle hour
+    shape = bus_loads(f, HOURS, [MeterSeries(7, spike)])
+    assert shape.p_kw[3, 2] <= 2.5 * 70.0 + 1e-9  # the typical shape is capped

@@ -95,3 +95,25 @@ def test_demo_feeder_is_idempotent_and_accurate(db_url: str, tmp_path: Path) -> 
         assert tve.mean() < 1.0  # % against the simulated truth
     finally:
         store.close()
+
+
+def test_refresh_newest_first_within_its_budget(db_url: str) -> None:
+    from gridlens.server import grid_se
+    from gridlens.store import Store
+
+    _meters(db_url, 200)
+    store = Store.open(db_url)
+    try:
+        row = store.add_feeder("f", "builtin:ieee15", grid_se.builtin_model("ieee15"), actor="t")
+        store.place_meter(store.device_by_name("meter-001").id, row.id, "7", actor="t")
+        first = grid_se.refresh(store, row.id, budget_s=0.0)
+        assert first["estimated"] == grid_se.CHUNK_HOURS and not first["complete"]
+        hours = store.feeder_hours(row.id, 0, 4e9)
+        assert store.latest_hour(row.id) == hours[-1].hour  # the newest week came first
+        assert store.feeder(row.id).readings_seen == 0  # not all taken into account yet
+        rest = grid_se.refresh(store, row.id)
+        assert rest["complete"] and rest["estimated"] == 200 - grid_se.CHUNK_HOURS
+        assert store.feeder(row.id).readings_seen > 0
+        assert grid_se.refresh(store, row.id)["estimated"] == 0
+    finally:
+        store.close()

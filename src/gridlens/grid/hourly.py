@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,6 +64,8 @@ PSEUDO_REL = 0.30
 UNMETERED_REL = 0.30
 #: σ of an unmetered bus's nominal load when no meter was read that hour (relative).
 BLIND_REL = 0.50
+#: Range of the typical shape that scales an unmetered bus's nominal load.
+SHAPE_MIN, SHAPE_MAX = 0.2, 2.5
 _MIN_SIGMA_KW = 0.01
 _S_BASE_VA = 1e6
 _SOURCE_REL = 0.005
@@ -154,6 +157,8 @@ def bus_loads(feeder: Feeder, hours: F64, meters: Sequence[MeterSeries]) -> BusL
             shape_n += have
     with np.errstate(invalid="ignore", divide="ignore"):
         shape = np.where(shape_n > 0, shape_sum / np.maximum(shape_n, 1), 1.0)
+    # one household's kettle hour is no guess for a whole bus: keep the shape plausible
+    shape = np.clip(shape, SHAPE_MIN, SHAPE_MAX)
     rel_un = np.where(shape_n > 0, UNMETERED_REL, BLIND_REL)
     rest = (~metered) & (nom_p > 0)
     p[:, rest] = shape[:, None] * nom_p[None, rest]
@@ -176,6 +181,18 @@ class HourlyEstimate:
     @property
     def phasors(self) -> C128:
         return np.asarray(self.vm_pu * np.exp(1j * np.deg2rad(self.va_deg)))
+
+
+def _hours(loads: BusLoads, sel: slice) -> BusLoads:
+    return BusLoads(
+        loads.p_kw[sel],
+        loads.q_kvar[sel],
+        loads.p_sigma[sel],
+        loads.q_sigma[sel],
+        loads.read[sel],
+        loads.pseudo[sel],
+        loads.metered,
+    )
 
 
 class HourlySE:
@@ -262,7 +279,7 @@ class HourlySE:
     def estimate(self, loads: BusLoads, pmu: C128 | None = None) -> HourlyEstimate:
         """Estimate every hour of ``loads``; ``pmu`` (H, len(pmu_buses)) phasors in pu
         (NaN: that µPMU gave nothing that hour)."""
-        from power_grid_model import CalculationMethod, ComponentType, DatasetType
+        from power_grid_model import ComponentType, DatasetType
         from power_grid_model import initialize_array as init
 
         f, nm = self.feeder, self.noise
@@ -313,7 +330,56 @@ class HourlySE:
         vu["u_measured"], vu["u_angle_measured"], vu["u_sigma"] = um, ua, us
         upd = {ComponentType.sym_power_sensor: pu, ComponentType.sym_voltage_sensor: vu}
         try:
-            res = self.model.calculate_state_estimation(
+            res = self._solve(upd)
+        except InputError:
+            if H == 1:
+                raise
+            return self._hour_by_hour(loads, pmu)
+        nd = res[ComponentType.node]
+        vm = np.asarray(nd["u_pu"], dtype=float)
+        va = np.asarray(nd["u_angle"], dtype=float)
+        sv, sa = self._sigma(vm, va, loads, have_pmu, us, u_rated)
+        return HourlyEstimate(vm, np.rad2deg(va), sv, np.rad2deg(sa))
+
+    def _hour_by_hour(self, loads: BusLoads, pmu: C128 | None) -> HourlyEstimate:
+        """A batch failed (an hour whose measurements admit no solution): each hour alone;
+        an hour that still fails is estimated again with every load measurement capped at
+        :data:`SHAPE_MAX` times its bus's nominal load and the wide σ of a blind guess."""
+        nom_p, _ = _nominal(self.feeder)
+        parts = []
+        for i in range(loads.p_kw.shape[0]):
+            one = _hours(loads, slice(i, i + 1))
+            ph = None if pmu is None else pmu[i : i + 1]
+            try:
+                parts.append(self.estimate(one, ph))
+            except InputError:
+                cap = np.where(nom_p > 0, SHAPE_MAX * nom_p, np.inf)[None, :]
+                p = np.minimum(one.p_kw, cap)
+                ratio = np.where(one.p_kw > 0, p / np.where(one.p_kw > 0, one.p_kw, 1), 1.0)
+                sig = np.maximum(one.p_sigma, BLIND_REL * p)
+                capped = BusLoads(
+                    p,
+                    one.q_kvar * ratio,
+                    sig,
+                    np.maximum(one.q_sigma * ratio, BLIND_REL * np.abs(one.q_kvar * ratio)),
+                    one.read,
+                    one.pseudo,
+                    one.metered,
+                )
+                parts.append(self.estimate(capped, ph))
+        return HourlyEstimate(
+            *(
+                np.concatenate([getattr(e, k) for e in parts])
+                for k in ("vm_pu", "va_deg", "vm_sigma", "va_sigma_deg")
+            )
+        )
+
+    def _solve(self, upd: dict[Any, Any]) -> Any:
+        from power_grid_model import CalculationMethod, ComponentType
+
+        f = self.feeder
+        try:
+            return self.model.calculate_state_estimation(
                 symmetric=True,
                 error_tolerance=1e-8,
                 max_iterations=30,
@@ -326,11 +392,6 @@ class HourlySE:
             msgs = getattr(exc, "error_messages", None)
             text = (msgs[0] if msgs else str(exc) or type(exc).__name__).splitlines()[0]
             raise InputError(f"state estimation on {f.name!r} failed: {text}") from None
-        nd = res[ComponentType.node]
-        vm = np.asarray(nd["u_pu"], dtype=float)
-        va = np.asarray(nd["u_angle"], dtype=float)
-        sv, sa = self._sigma(vm, va, loads, have_pmu, us, u_rated)
-        return HourlyEstimate(vm, np.rad2deg(va), sv, np.rad2deg(sa))
 
     def _sigma(
         self,

@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 
 from gridlens.errors import DataFormatError, InputError, NotFoundError, ParameterError
 from gridlens.grid.feeder import Feeder, feeder_from_dict, feeder_to_dict, ieee15
-from gridlens.store.feeders import FeederHour, FeederMeter, FeederRow
+from gridlens.store.feeders import FeederMeter, FeederRow
 from gridlens.store.models import Reading
 from gridlens.store.queries import counter_window
 from gridlens.store.repo import Store
@@ -60,6 +60,10 @@ MAX_HOURS = 24 * 62
 #: far apart; a longer gap makes the hour a pseudo-measurement from the meter's profile.
 MAX_GAP_S = 3 * HOUR
 PROFILE_DAYS = 14
+#: Hours estimated in one batch (a week).
+CHUNK_HOURS = 24 * 7
+#: A refresh on request stops starting new batches after this long [s].
+REFRESH_BUDGET_S = 5.0
 BUILTINS = {"ieee15": ieee15}
 _DSS_LOCK = threading.Lock()  # OpenDSS is one global engine per process
 _REFRESH_LOCK = threading.Lock()
@@ -168,17 +172,6 @@ def load_model(row: FeederRow) -> Feeder:
             _models.clear()
         _models[key] = f
     return f
-
-
-def check_bus(feeder: Feeder, bus: str) -> str:
-    """The bus name (raises :class:`NotFoundError` naming a few valid buses)."""
-    return feeder.bus_names[
-        feeder.bus_index(
-            str(bus).strip().lower()
-            if str(bus).strip().lower() in feeder.bus_names
-            else str(bus).strip()
-        )
-    ]
 
 
 # ---------------------------------------------------------------------------- documents
@@ -342,13 +335,16 @@ def _dirty_hours(store: Store, row: FeederRow, device_ids: list[int]) -> tuple[s
     return dirty, int(top)
 
 
-def refresh(store: Store, ref: int | str, *, now: float | None = None) -> dict[str, Any]:
-    """Estimate the hours of feeder ``ref`` that have none or whose readings changed."""
+def refresh(
+    store: Store, ref: int | str, *, now: float | None = None, budget_s: float = REFRESH_BUDGET_S
+) -> dict[str, Any]:
+    """Estimate the hours of feeder ``ref`` that have none or whose readings changed (the
+    newest first; after ``budget_s`` the rest waits for the next refresh)."""
     with _REFRESH_LOCK:
-        return _refresh(store, ref, time.time() if now is None else now)
+        return _refresh(store, ref, time.time() if now is None else now, budget_s)
 
 
-def _refresh(store: Store, ref: int | str, now: float) -> dict[str, Any]:
+def _refresh(store: Store, ref: int | str, now: float, budget_s: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     row = store.feeder(ref)
     meters = [m for m, _ in store.feeder_meters(row.id)]
@@ -373,9 +369,25 @@ def _refresh(store: Store, ref: int | str, now: float) -> dict[str, Any]:
     if len(todo) == 0:
         store.save_hours(row.id, [], top)
         return {"estimated": 0, "dirty": len(dirty), "seconds": time.perf_counter() - t0}
-    rows = estimate_hours(store, row, meters, todo)
-    store.save_hours(row.id, rows, top)
-    return {"estimated": len(rows), "dirty": len(dirty), "seconds": time.perf_counter() - t0}
+    done = 0
+    complete = True
+    for b in range(len(todo), 0, -CHUNK_HOURS):  # newest first, a week at a time
+        part = todo[max(0, b - CHUNK_HOURS) : b]
+        rows = estimate_hours(store, row, meters, part)
+        store.save_hours(row.id, rows, None)
+        done += len(rows)
+        if b - CHUNK_HOURS > 0 and time.perf_counter() - t0 > budget_s:
+            complete = False  # the older hours come with the next refresh
+            break
+    # the watermark moves only when every hour up to it is estimated: a refresh cut short
+    # keeps finding the readings it has not taken into account yet
+    store.save_hours(row.id, [], top if complete else None)
+    return {
+        "estimated": done,
+        "dirty": len(dirty),
+        "seconds": time.perf_counter() - t0,
+        "complete": complete,
+    }
 
 
 def estimate_hours(
@@ -487,7 +499,3 @@ def _simulated_truth(
     tan = np.where(nom_p > 0, nom_q / np.where(nom_p > 0, nom_p, 1.0), 0.0)
     truth: np.ndarray = se.power_flow(p, p * tan[None, :])
     return truth
-
-
-def hour_row_doc(h: FeederHour) -> dict[str, Any]:  # pragma: no cover - convenience
-    return {"hour": h.hour, "vm": h.vm}

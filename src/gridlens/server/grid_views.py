@@ -43,6 +43,8 @@ FEEDER_UPLOAD_BYTES = 16 * 1024 * 1024
 #: Most hours one estimates answer holds.
 MAX_ESTIMATE_HOURS = 24 * 62
 MAX_PMUS = 10
+#: A queued or running job without progress for this long has lost its process [s].
+JOB_STALE_S = 1800.0
 _E404 = "no feeder (or device) with this id, or no bus of this name on the feeder"
 _BODY = (400, 413)
 
@@ -369,7 +371,14 @@ def _run_placement(store: Store, job_id: int, feeder_id: int, params: dict[str, 
     "(0..1), and its `result` or `error`.",
 )
 def get_job(job_id: JobId, request: Request, who: Viewer) -> dict[str, Any]:
-    return job_dict(_store(request).job(job_id))
+    store = _store(request)
+    job = store.job(job_id)
+    if job.status in ("queued", "running") and time.time() - job.updated_at > JOB_STALE_S:
+        store.update_job(job.id, status="failed",
+                         error="the server process running it stopped (no progress for "
+                         f"{JOB_STALE_S / 60:.0f} min)")  # fmt: skip
+        job = store.job(job_id)
+    return job_dict(job)
 
 
 # ---------------------------------------------------------------------------- the page

@@ -321,6 +321,13 @@ class FeedersMixin:
         """Replace the estimates of these hours (one transaction); move the watermark."""
         if not rows and seen is None:
             return
+        try:
+            self._save_hours(feeder_id, rows, seen)
+        except IntegrityError:  # another server process stored these hours meanwhile
+            if seen is not None:
+                self._save_hours(feeder_id, [], seen)
+
+    def _save_hours(self, feeder_id: int, rows: list[dict[str, Any]], seen: int | None) -> None:
         hours = [r["hour"] for r in rows]
         with self.session() as s:
             for a in range(0, len(hours), 500):
