@@ -59,18 +59,24 @@ class AcknowledgeIn(BaseModel):
     )
 
 
-class MuteIn(BaseModel):
+class MuteEventIn(BaseModel):
+    """Mute this event only."""
+
     model_config = ConfigDict(extra="forbid")
-    scope: Literal["event", "meter"] = Field(
-        "event",
-        description="`event`: this event only; `meter`: also the meter, whose new events are "
-        "then stored muted and notify nobody",
-    )
+    scope: Literal["event"] = Field("event", description="this event only")
+
+
+class MuteMeterIn(BaseModel):
+    """Mute the event and its meter: the meter's new events are stored muted and notify
+    nobody, for ``hours`` or until unmuted."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["meter"] = Field(description="also the meter")
     hours: int | None = Field(
         None,
         ge=1,
         le=MAX_MUTE_HOURS,
-        description="with scope `meter`: mute it this many hours (default: until unmuted)",
+        description="mute the meter this many hours (default: until unmuted)",
     )
 
 
@@ -101,10 +107,10 @@ def _epoch(d: datetime | None) -> float | None:
     return (d if d.tzinfo is not None else d.replace(tzinfo=UTC)).timestamp()
 
 
-def _mute_until(body: MuteIn) -> float | None:
-    if body.hours is not None and body.scope != "meter":
-        raise InputError("hours applies to muting the meter (scope meter)")
-    return None if body.hours is None else time.time() + body.hours * 3600.0
+def _mute_until(body: MuteEventIn | MuteMeterIn) -> float | None:
+    if isinstance(body, MuteEventIn) or body.hours is None:
+        return None
+    return time.time() + body.hours * 3600.0
 
 
 # ------------------------------------------------------------------------------ REST
@@ -184,12 +190,15 @@ def acknowledge_anomaly_event(
     responses=errors(400, 404, 413, e404="no anomaly event with this id"),
 )
 def mute_anomaly_event(
-    event_id: EventId, request: Request, who: Operator, body: MuteIn | None = None
+    event_id: EventId,
+    request: Request,
+    who: Operator,
+    body: MuteEventIn | MuteMeterIn | None = None,
 ) -> dict[str, Any]:
     """Mute an event (operator), or with ``scope: meter`` its meter too: a muted meter's
     new events are stored muted and notify nobody, for ``hours`` or until ``DELETE
     /devices/{id}/anomaly-mute``."""
-    body = body or MuteIn(scope="event", hours=None)
+    body = body or MuteEventIn(scope="event")
     store = _store(request)
     doc = store.mute_anomaly_event(
         event_id, actor=who.name, scope=body.scope, until=_mute_until(body)

@@ -576,7 +576,7 @@ class AnomalyEventsMixin:
 def _check_comment(text: str) -> str:
     if not isinstance(text, str):
         raise ParameterError("a comment must be text")
-    body = text.strip()
+    body = text.strip(" \t\r\n\f\v")  # ASCII white space, as the API's schema says
     if not body:
         raise ParameterError("a comment must not be empty")
     if len(body) > MAX_COMMENT_CHARS:
