@@ -58,11 +58,12 @@ def orb(n: int) -> cv2.ORB:
 
 
 def counter_box(roi: MeterROI) -> Box:
-    """The bounding box of all digit boxes."""
-    x0 = min(b.x for b in roi.digits)
-    y0 = min(b.y for b in roi.digits)
-    x1 = max(b.x2 for b in roi.digits)
-    y1 = max(b.y2 for b in roi.digits)
+    """The bounding box of all digit boxes (of the dials, for a register of dials only)."""
+    boxes = roi.digits or tuple(d.box for d in roi.dials)
+    x0 = min(b.x for b in boxes)
+    y0 = min(b.y for b in boxes)
+    x1 = max(b.x2 for b in boxes)
+    y1 = max(b.y2 for b in boxes)
     return Box(x0, y0, x1 - x0, y1 - y0)
 
 

@@ -44,6 +44,28 @@ F64 = npt.NDArray[np.float64]
 SIZE = 64
 #: Confidence below which a dial is uncertain (as :data:`gridlens.meter.carry.UNSURE`).
 UNSURE = 0.7
+#: Pointer directions the CNN tells apart (3.6 degrees each), and its input side [px].
+N_BINS = 100
+NEEDLE_SIZE = 64
+
+
+def decode_needle(probs: npt.NDArray[np.floating[Any]]) -> tuple[F64, F64, F64]:
+    """The CNN's ``(n, 101)`` probabilities -> pointer angle [deg clockwise from up],
+    confidence ``P(|error| <= 0.2 division)`` given a dial, and ``P(dial)``."""
+    p = np.asarray(probs, np.float64)
+    p_dial = 1.0 - p[:, N_BINS]
+    d = p[:, :N_BINS] / np.maximum(p_dial[:, None], 1e-9)
+    peak = np.argmax(d, axis=1)
+    ks = np.arange(-4, 5)
+    idx = (peak[:, None] + ks[None, :]) % N_BINS
+    w = np.take_along_axis(d, idx, axis=1)
+    th = (idx + 0.5) * (2 * np.pi / N_BINS)
+    ang = np.degrees(np.arctan2((w * np.sin(th)).sum(1), (w * np.cos(th)).sum(1))) % 360.0
+    near = (peak[:, None] + np.arange(-2, 3)[None, :]) % N_BINS  # +-0.2 division = +-2 bins
+    conf = np.take_along_axis(d, near, axis=1).sum(1)
+    return ang, np.clip(conf, 0.0, 1.0), p_dial
+
+
 Direction = Literal["cw", "ccw"]
 
 
@@ -126,24 +148,25 @@ def read_dial(crop: U8, *, direction: Direction = "cw", zero_deg: float = 0.0) -
     small: U8 = np.asarray(cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA), np.uint8)
     gray: U8 = np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
     cx, cy, rr = _ring(gray)
-    angle, conf = _tip(small, cx, cy, rr)
+    angle, conf, px, py = _tip(small, cx, cy, rr)
     turn = (angle - zero_deg) % 360.0
     if direction == "ccw":
         turn = (360.0 - turn) % 360.0
     value = (turn / 36.0) % 10.0
-    center = (cx * sx, cy * sy)
+    center = (px * sx, py * sy)
     return DialRead(float(value), float(conf), float(angle), center, float(rr * (sx + sy) / 2))
 
 
-def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float]:
-    """Tip angle [deg clockwise from up] and confidence of the pointer in ``small``."""
+def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float, float, float]:
+    """Tip angle [deg clockwise from up], confidence and pivot (x, y) of the pointer."""
+    ring_c = (cx, cy)
     lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     dx, dy = xx - cx, yy - cy
     rho = np.hypot(dx, dy)
-    disc = rho < rr * 0.95
+    disc = rho < rr * 0.85  # inside a printed tick ring a pointer may touch
     if disc.sum() < 20:
-        return 0.0, 0.0
+        return 0.0, 0.0, cx, cy
     ring = disc & (rho > rr * 0.5)
     face = np.median(lab[ring], axis=0)
     hub = np.median(lab[rho < rr * 0.12], axis=0)
@@ -180,7 +203,7 @@ def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float]:
         if score > best_score:
             best, best_score = k, score
     if best == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, cx, cy
     ptr = labels == best
     # the pivot: the centre of a hub disk where there is one (the deepest point of the
     # pointer), else the ring's centre
@@ -194,7 +217,7 @@ def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float]:
     pr = rho[ptr]
     reach = float(pr.max())
     if reach < max(2.0, 1.3 * hub_r):
-        return 0.0, 0.0
+        return 0.0, 0.0, cx, cy
     # the extent of the pointer in each direction; the tip is where it reaches farthest
     ang = np.arctan2(dx[ptr], -dy[ptr])  # clockwise from up
     bins = 72
@@ -224,7 +247,11 @@ def _tip(small: U8, cx: float, cy: float, rr: float) -> tuple[float, float]:
     area = float(ptr.sum()) / float(disc.sum())
     if area > 0.6:  # most of the disc: not a pointer on a face
         conf *= 0.3
-    return angle, min(1.0, conf)
+    # a pointer turns about the middle of its dial: a pivot far from the ring's centre is
+    # more likely print or a reflection than a pointer
+    off = math.hypot(cx - ring_c[0], cy - ring_c[1]) / rr
+    conf *= min(1.0, max(0.0, (0.5 - off) / 0.25))
+    return angle, min(1.0, conf), cx, cy
 
 
 def read_dials(

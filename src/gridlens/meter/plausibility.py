@@ -211,17 +211,25 @@ def judge(
     history: History | None,
     limits: Limits,
     decimals: int,
+    names: Sequence[str] | None = None,
 ) -> Decision:
-    """Decide on one frame given the meter's history."""
+    """Decide on one frame given the meter's history (``names``: of the wheels and dials,
+    for messages; default "wheel 1", "wheel 2", ...)."""
     primary = frame.primary
     worst = min(range(len(confidences)), key=lambda k: confidences[k])
     if confidences[worst] < limits.min_confidence:
+        name = names[worst] if names is not None else f"wheel {worst + 1}"
+        what = (
+            "dial box that misses its dial"
+            if name.startswith("dial")
+            else "digit box that misses its wheel"
+        )
         return Decision(
             "rejected",
             None,
             reason=(
-                f"wheel {worst + 1} is unreadable (confidence {confidences[worst]:.2f}): "
-                "check the photo for glare, blur or a digit box that misses its wheel"
+                f"{name} is unreadable (confidence {confidences[worst]:.2f}): "
+                f"check the photo for glare, blur or a {what}"
             ),
         )
     if history is not None and history.last is None and history.later is not None:

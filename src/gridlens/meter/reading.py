@@ -106,7 +106,7 @@ class MeterReader:
         if reference is not None:
             h, w = reference.shape[:2]
             roi.check_inside(w, h)
-            if refine if refine is not None else not roi.refined:
+            if roi.digits and (refine if refine is not None else not roi.refined):
                 self.refinement = refine_boxes(reference, roi, model=self.model)
                 roi = self.refinement.roi
             self.aligner: Aligner | None = Aligner(reference, roi)
@@ -182,6 +182,8 @@ class MeterReader:
             history=history,
             limits=limits,
             decimals=places,
+            names=[f"wheel {k + 1}" for k in range(len(crops))]
+            + [f"dial x{d.factor:g}" for d in dials],
         )
         return MeterReading(
             decision.status,

@@ -102,6 +102,15 @@ class ScoredBoxOut(BoxOut):
     confidence: float = Field(description="how sure the proposal is of this box, 0..1")
 
 
+class DialBoxOut(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+    factor: float = Field(description="what one division of the dial is worth")
+    direction: str = Field(description='"cw" or "ccw": the way the numbers increase')
+
+
 class RoiSuggestion(BaseModel):
     """A proposed ROI, in the pixels of the photo sent."""
 
@@ -117,6 +126,11 @@ class RoiSuggestion(BaseModel):
     roi: dict[str, Any] = Field(
         description="the same as an ROI JSON (`gridlens read --roi`): pass it to "
         "`/roi/preview` or `POST /devices`"
+    )
+    dials: list[DialBoxOut] = Field(
+        default_factory=list,
+        description="pointer dials found (largest factor first); their factors and "
+        "directions are a guess from their order: check them on the photo",
     )
 
 
@@ -208,13 +222,28 @@ def suggest(jpeg: bytes, cache: ReaderCache, *, max_bytes: int) -> dict[str, Any
 
     check_jpeg(jpeg, max_bytes)
     img = decode_image(jpeg, max_bytes=max_bytes)
+    from gridlens.meter.suggest_dials import suggest_dials
+
     with cache.slots:
         try:
             s = suggest_roi(img, model=cache.model)
         except ComputationError as exc:
-            if isinstance(exc, InsufficientDataError):
-                raise
-            raise InsufficientDataError(f"no counter found: {exc}") from None
+            # no wheels: perhaps a register of dials only
+            dials = suggest_dials(img)
+            if not dials:
+                if isinstance(exc, InsufficientDataError):
+                    raise
+                raise InsufficientDataError(f"no counter found: {exc}") from None
+            h, w = img.shape[:2]
+            return {
+                "digits": [], "decimals": 0, "decimals_confidence": 0.0, "markers": [],
+                "confidence": 0.0, "width": w, "height": h, "dials": dials,
+                "roi": {"digits": [], "decimals": 0, "dials": dials},
+            }  # fmt: skip
+        roi = s.to_roi_dict()
+        dials = suggest_dials(img, roi["digits"], s.decimals)
+    if dials:
+        roi["dials"] = dials
     return {
         "digits": [d.to_dict() for d in s.digits],
         "decimals": s.decimals,
@@ -223,7 +252,8 @@ def suggest(jpeg: bytes, cache: ReaderCache, *, max_bytes: int) -> dict[str, Any
         "confidence": round(s.confidence, 4),
         "width": s.size[0],
         "height": s.size[1],
-        "roi": s.to_roi_dict(),
+        "roi": roi,
+        "dials": dials,
     }
 
 
