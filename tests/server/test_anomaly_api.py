@@ -52,9 +52,8 @@ def env(db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
         db=db_url, data_dir=str(tmp_path / "data"), log_requests=False, anomaly_every_s=0
     )
     store = Store.open(db_url)
-    tokens = {
-        role: store.add_user(f"u-{role}", role=role)[2] for role in ("admin", "operator", "viewer")
-    }
+    users = {r: store.add_user(f"u-{r}", role=r) for r in ("admin", "operator", "viewer")}
+    tokens = {r: u[2] for r, u in users.items()}
     now = time.time()
     ids, plan = seed_fleet(store, now)
     with TestClient(create_app(settings, store)) as client:
@@ -64,6 +63,7 @@ def env(db_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
             "ids": ids,
             "plan": plan,
             **{r: {"Authorization": f"Bearer {t}"} for r, t in tokens.items()},
+            "passwords": {r: u[1] for r, u in users.items()},
         }
     store.close()
 
@@ -179,3 +179,37 @@ def test_bad_requests_are_4xx_and_change_nothing(env: dict[str, Any]) -> None:
     )
     assert env["store"].meter_muted(ev["device_id"]) is False
     assert math.isfinite(ev["score"])
+
+
+def test_the_page_by_role(env: dict[str, Any]) -> None:
+    """Viewers see the ranking and events without forms and cannot act; a form post from
+    elsewhere (no Origin of this server) is refused."""
+    c = env["client"]
+    c.post("/api/v1/anomaly-ranking/rescore", headers=env["operator"])
+    eid = c.get("/api/v1/anomaly-events", headers=env["viewer"]).json()["events"][0]["id"]
+    same = {"Origin": "http://testserver"}
+    r = c.post("/login", data={"username": "u-viewer", "password": env["passwords"]["viewer"]},
+               headers=same, follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303
+    page = c.get("/anomaly")
+    assert page.status_code == 200 and f'id="event-{eid}"' in page.text
+    assert "Acknowledge</button>" not in page.text and '<svg class="spark"' in page.text
+    r = c.post(f"/anomaly/events/{eid}", data={"action": "acknowledge"}, headers=same,
+               follow_redirects=False)  # fmt: skip
+    assert r.status_code == 403
+    c.post("/logout", headers=same)
+    r = c.post("/login", data={"username": "u-operator", "password": env["passwords"]["operator"]},
+               headers=same, follow_redirects=False)  # fmt: skip
+    r = c.post(f"/anomaly/events/{eid}", data={"action": "acknowledge"}, follow_redirects=False)
+    assert r.status_code == 403  # no Origin: not from this server's pages
+    r = c.post(f"/anomaly/events/{eid}", data={"action": "explode"}, headers=same,
+               follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303 and "error=" in r.headers["location"]
+    assert c.get(f"/api/v1/anomaly-events/{eid}", headers=env["viewer"]).json()["status"] == "open"
+    r = c.post(f"/anomaly/events/{eid}", data={"action": "acknowledge", "back": "https://evil/"},
+               headers=same, follow_redirects=False)  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"].startswith("/anomaly?done=")
+    assert (
+        c.get(f"/api/v1/anomaly-events/{eid}", headers=env["viewer"]).json()["status"]
+        == "acknowledged"
+    )

@@ -93,6 +93,8 @@ class Settings:
                 "anomaly scoring interval must be 0 or in [10, 86400] s, "
                 f"got {self.anomaly_every_s}"
             )
+        if not 0 <= self.anomaly_min_score < 1e6:
+            raise ParameterError(f"anomaly min score must be >= 0, got {self.anomaly_min_score}")
         if self.anomaly_webhook_url and not self.anomaly_webhook_url.startswith(
             ("http://", "https://")
         ):
