@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
-from gridlens.errors import DataFormatError, InputError, NotFoundError, ParameterError
+from gridlens.errors import DataFormatError, NotFoundError, ParameterError
 from gridlens.grid.feeder import Feeder, feeder_from_dict, feeder_to_dict, ieee15
 from gridlens.store.feeders import FeederMeter, FeederRow
 from gridlens.store.models import Reading
@@ -65,7 +65,8 @@ CHUNK_HOURS = 24 * 7
 #: A refresh on request stops starting new batches after this long [s].
 REFRESH_BUDGET_S = 5.0
 BUILTINS = {"ieee15": ieee15}
-_DSS_LOCK = threading.Lock()  # OpenDSS is one global engine per process
+#: Longest an upload's compile may take (the child limits its CPU time to the same) [s].
+COMPILE_TIMEOUT_S = 120
 _REFRESH_LOCK = threading.Lock()
 _MAX_FILES = 20
 _MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -105,8 +106,6 @@ def compile_files(files: dict[str, str], main: str | None = None) -> tuple[dict[
     ``main`` defaults to the one file that others do not redirect to (or the only one).
     Raises :class:`DataFormatError` with OpenDSS's message when it cannot compile them.
     """
-    from gridlens.grid.dssio import load_dss
-
     if not files:
         raise ParameterError("no .dss file given")
     if len(files) > _MAX_FILES:
@@ -149,17 +148,38 @@ def compile_files(files: dict[str, str], main: str | None = None) -> tuple[dict[
         sub.mkdir()
         for name, text in files.items():
             (sub / name).write_text(text)
-        with _DSS_LOCK:
-            try:
-                feeder = load_dss(sub / main)
-            except (DataFormatError, InputError, NotFoundError) as exc:
-                raise DataFormatError(str(exc).replace(str(sub) + "/", "")) from None
-            except Exception as exc:  # OpenDSS's own errors
-                raise DataFormatError(f"OpenDSS could not load {main}: {exc}") from None
-        feeder.check_connected()
+        model = _compile_in_child(sub / main, main, str(sub) + "/")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return feeder_to_dict(feeder), main
+    return model, main
+
+
+def _compile_in_child(path: Path, main: str, folder: str) -> dict[str, Any]:
+    """The model of ``path`` from ``python -m gridlens.grid.dss_child`` (its own process,
+    which limits its CPU time and memory; a crash in OpenDSS stays there)."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "gridlens.grid.dss_child", str(path)],
+            capture_output=True,
+            timeout=COMPILE_TIMEOUT_S + 10,
+            cwd=path.parent,
+        )
+    except subprocess.TimeoutExpired:
+        raise DataFormatError(
+            f"OpenDSS took over {COMPILE_TIMEOUT_S} s on {main}: not loaded"
+        ) from None
+    if run.returncode != 0:
+        lines = run.stderr.decode(errors="replace").strip().splitlines()
+        why = lines[-1] if lines else f"exit code {run.returncode}"
+        if run.returncode < 0:
+            why = f"OpenDSS stopped (signal {-run.returncode})"
+        raise DataFormatError(f"{main}: {why.replace(folder, '')}")
+    model: dict[str, Any] = json.loads(run.stdout)
+    return model
 
 
 def load_model(row: FeederRow) -> Feeder:
