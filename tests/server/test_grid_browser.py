@@ -154,3 +154,47 @@ def test_grid_page_colours_buses_and_moves_the_slider(grid_server: str, chrome: 
     )
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+TINY_DSS = """New Circuit.tiny basekv=12.47 pu=1.0 bus1=src
+New Line.l1 bus1=src bus2=a r1=0.3 x1=0.6 length=1 units=km
+New Line.l2 bus1=a bus2=b r1=0.3 x1=0.6 length=1 units=km
+New Load.ld1 bus1=b kv=12.47 kw=500 kvar=200
+Set voltagebases=[12.47]
+Calcvoltagebases
+Buscoords xy.csv
+"""
+
+
+def test_upload_a_feeder_in_the_browser(grid_server: str, chrome: Any, tmp_path: Path) -> None:
+    d = chrome
+    d.get(f"{grid_server}/grid")
+    if "/login" in d.current_url:
+        d.find_element(By.NAME, "username").send_keys("admin")
+        d.find_element(By.NAME, "password").send_keys(PASSWORD)
+        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    form = WebDriverWait(d, WAIT_S).until(lambda drv: drv.find_element(By.ID, "upload-form"))
+    (tmp_path / "tiny.dss").write_text(TINY_DSS)
+    (tmp_path / "xy.csv").write_text("src,0,0\na,1,0\nb,2,1\n")
+    form.find_element(By.NAME, "name").send_keys("tiny")
+    files = f"{tmp_path / 'tiny.dss'}\n{tmp_path / 'xy.csv'}"
+    form.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(files)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(d, 60).until(lambda drv: "feeder=" in drv.current_url)
+    app = d.find_element(By.ID, "grid-app")
+    WebDriverWait(d, WAIT_S).until(lambda _: app.get_attribute("data-ready") == "true")
+    assert "Buscoords" in d.find_element(By.ID, "feeder-facts").text
+    assert len(d.find_elements(By.CSS_SELECTOR, "circle.bus")) == 3
+    assert all(f and f.startswith("rgb(") for f in _fills(d))  # a power flow colours them
+    # a bad upload: one clear message, nothing added
+    d.find_element(By.NAME, "name").send_keys("broken")
+    (tmp_path / "broken.dss").write_text("this is not OpenDSS\n")
+    d.find_element(By.CSS_SELECTOR, "#upload-form input[type=file]").send_keys(
+        str(tmp_path / "broken.dss")
+    )
+    d.find_element(By.CSS_SELECTOR, "#upload-form button[type=submit]").click()
+    msg = d.find_element(By.ID, "upload-msg")
+    WebDriverWait(d, 60).until(lambda _: msg.text.startswith("not added"))
+    assert "OpenDSS" in msg.text or "New Circuit" in msg.text
+    names = [o.text for o in d.find_elements(By.CSS_SELECTOR, "#feeder-select option")]
+    assert not any("broken" in n for n in names)
