@@ -93,6 +93,7 @@ def test_bad_inputs_are_4xx_and_store_nothing(api_env: dict[str, Any]) -> None:
     bad = {
         "both": {"name": "x", "builtin": "ieee15", "files": {"a.dss": "x"}},
         "no files": {"name": "x", "files": {}},
+        "file path": {"name": "x", "files": {"../a.dss": "New Circuit.a\n"}},
         "none": {"name": "x"},
         "garbage": {"name": "x", "files": {"a.dss": "this is not opendss\n"}},
         "escape": {"name": "x", "files": {"a.dss": "New Circuit.a\nRedirect /etc/passwd\n"}},

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from gridlens.errors import NotFoundError, ParameterError
@@ -54,6 +54,11 @@ def _store(request: Request) -> Store:
     return store
 
 
+FileName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,100}$", max_length=101)
+]
+
+
 class FeederBuiltin(BaseModel):
     """A built-in feeder to add."""
 
@@ -68,7 +73,7 @@ class FeederFiles(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, examples=["main-street"])
-    files: dict[str, str] = Field(
+    files: dict[FileName, str] = Field(
         min_length=1,
         max_length=20,
         description="OpenDSS files by name (the main one and those it redirects to)",
