@@ -338,6 +338,11 @@ def dss_files(path: Path) -> dict[str, str]:
     return out
 
 
+def _usage(p: argparse.ArgumentParser) -> int:
+    p.print_help(sys.stderr)
+    return 2
+
+
 def add_feeder_commands(sub: Any, emit_json: Any) -> None:
     from gridlens.cli.server import _db
 
@@ -348,6 +353,7 @@ def add_feeder_commands(sub: Any, emit_json: Any) -> None:
         "buses (`gridlens device set NAME --feeder F --bus B`) and their µPMUs.",
     )
     fs = fp.add_subparsers(dest="feeder_command", metavar="{add,list,remove,estimate}")
+    fp.set_defaults(func=lambda _: _usage(fp))
     a = fs.add_parser(
         "add",
         help="add a built-in feeder or an OpenDSS one",
