@@ -123,8 +123,9 @@ def test_bad_inputs_are_4xx_and_store_nothing(api_env: dict[str, Any]) -> None:
     r = _feeder(env, name="y", builtin="ieee15", pmus=["99"])
     assert r.status_code == 404 and "unknown bus '99'" in r.json()["detail"]
     assert [f["name"] for f in store.feeders()] == ["f"]
-    for body in ({"k": 0}, {"k": 11}, {"k": 2, "fixed": ["1", "2", "3"]}, 
-                 {"k": 3, "estimator": "magic"}, {"k": 3, "scenarios": 100}):  # fmt: skip
+    bodies = [{"k": 0}, {"k": 11}, {"k": 2, "fixed": ["1", "2", "3"]}]
+    bodies += [{"k": 3, "estimator": "magic"}, {"k": 3, "scenarios": 100}]
+    for body in bodies:
         r = c.post(f"/api/v1/feeders/{fid}/placement", json=body, headers=env["operator"])
         assert r.status_code == 422, (body, r.text)
     body = {"k": 3, "fixed": ["q"]}
