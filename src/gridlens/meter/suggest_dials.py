@@ -33,7 +33,34 @@ U8 = npt.NDArray[np.uint8]
 #: Most dials proposed.
 MAX_PROPOSED = 6
 #: Needle confidence x dial print score a circle needs to be proposed as a dial.
-MIN_SCORE = 0.45
+MIN_SCORE = 0.8
+
+
+def _steady(img: U8, x: float, y: float, side: float) -> float:
+    """1 when the pointer reads the same in slightly moved and resized crops (a dial), 0
+    when it jumps (print, texture, a circle that is not a dial)."""
+    h, w = img.shape[:2]
+    angles, confs = [], []
+    for dx, dy, k in (
+        (0.05, 0, 1),
+        (-0.05, 0, 1),
+        (0, 0.05, 1),
+        (0, -0.05, 1),
+        (0, 0, 0.9),
+        (0, 0, 1.1),
+    ):
+        sd = side * k
+        x0, y0 = round(x + dx * side - sd / 2), round(y + dy * side - sd / 2)
+        x1, y1 = x0 + round(sd), y0 + round(sd)
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            return 0.0
+        r = read_dial(np.ascontiguousarray(img[y0:y1, x0:x1]))
+        angles.append(math.radians(r.angle_deg))
+        confs.append(r.confidence)
+    c = float(np.mean(np.cos(angles)))
+    s = float(np.mean(np.sin(angles)))
+    spread = math.degrees(math.sqrt(max(0.0, -2.0 * math.log(max(math.hypot(c, s), 1e-9)))))
+    return min(1.0, max(0.0, (15.0 - spread) / 10.0)) * min(1.0, float(np.median(confs)) / 0.6)
 
 
 def _dialness(crop: U8) -> float:
@@ -111,7 +138,7 @@ def suggest_dials(
             continue
         crop = np.ascontiguousarray(img[y0:y1, x0:x1])
         dr = read_dial(crop)
-        score = dr.confidence * _dialness(crop)
+        score = dr.confidence * _dialness(crop) * _steady(img, x, y, side)
         if score >= MIN_SCORE:  # ties go to the stronger circle (Hough lists it first)
             scored.append((round(score, 1), rank, x, y, r))
     found: list[tuple[float, float, float, float]] = []  # x, y, r, score

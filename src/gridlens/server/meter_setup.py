@@ -139,10 +139,17 @@ class WheelOut(BaseModel):
     confidence: float = Field(description="the digit model's confidence, 0..1")
 
 
+class DialOut(BaseModel):
+    factor: float = Field(description="what one division of the dial is worth")
+    value: float = Field(description="the pointer's position, 0.0 <= value < 10.0 [divisions]")
+    confidence: float = Field(description="the needle reader's confidence, 0..1")
+
+
 class ReadingOut(BaseModel):
     value: float | None = Field(description="the counter value; null when rejected")
     raw: str | None = Field(description="the register as read, e.g. `01234.5`")
     digits: list[WheelOut]
+    dials: list[DialOut] = Field(default_factory=list, description="largest factor first")
     status: Literal["ok", "rejected"]
     reason: str | None = Field(description="why a photo was rejected")
     alignment: dict[str, Any] = Field(default_factory=dict)

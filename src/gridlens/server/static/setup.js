@@ -26,9 +26,11 @@
     h: 0,
     digits: [],
     markers: [],
+    dials: [], // {x, y, w, h, factor, direction}
     decimals: 0,
     used: null, // the ROI the last preview read with (refined boxes)
     wheels: [], // that preview's wheels: {value, confidence}
+    dialReads: [], // that preview's dials: {factor, value, confidence}, largest first
     sel: null, // the selected box object
   };
   const maxBytes = Number(root.dataset.maxBytes) || 2 * 1024 * 1024;
@@ -66,6 +68,7 @@
   function roi() {
     sortDigits();
     const r = { digits: state.digits.map(box), decimals: state.decimals };
+    if (state.dials.length) r.dials = state.dials.map((d) => ({ ...box(d), factor: d.factor, direction: d.direction }));
     if (state.markers.length) r.reference = { markers: state.markers.map(box) };
     if (!$("refine").checked) r.refined = true;
     return r;
@@ -74,6 +77,7 @@
   function load(r, refined) {
     state.digits = (r.digits || []).map(box);
     state.markers = ((r.reference && r.reference.markers) || []).map(box);
+    state.dials = (r.dials || []).map((d) => ({ ...box(d), factor: Number(d.factor), direction: d.direction || "cw" }));
     state.decimals = Number(r.decimals) || 0;
     $("decimals").value = String(state.decimals);
     $("refine").checked = !refined;
@@ -127,6 +131,10 @@
         label.textContent = wheel ? wheel.value.toFixed(1) : String(i + 1);
         if (wheel) label.classList.add(conf(wheel.confidence));
         if (dec) el.classList.add("decimal");
+      } else if (kind === "dial") {
+        const read = state.dialReads.find((x) => x.factor === b.factor);
+        label.textContent = `x${b.factor}` + (b.direction === "ccw" ? " ↺" : "") + (read ? ` ${read.value.toFixed(1)}` : "");
+        if (read) label.classList.add(conf(read.confidence));
       } else {
         label.textContent = "M" + (i + 1);
       }
@@ -138,7 +146,18 @@
     sortDigits();
     state.digits.forEach((b, i) => add(b, "digit", i));
     state.markers.forEach((b, i) => add(b, "marker", i));
-    $("save").disabled = !state.photo || !state.digits.length;
+    state.dials.forEach((b, i) => add(b, "dial", i));
+    $("save").disabled = !state.photo || !(state.digits.length || state.dials.length);
+    showDialFields();
+  }
+
+  function showDialFields() {
+    const dialSel = state.dials.includes(state.sel);
+    $("dial-fields").hidden = !dialSel;
+    if (dialSel) {
+      $("dial-factor").value = String(state.sel.factor);
+      $("dial-direction").value = state.sel.direction;
+    }
   }
 
   // ------------------------------------------------------------------ editing
@@ -152,6 +171,7 @@
 
   function changed() {
     state.wheels = [];
+    state.dialReads = [];
     render();
     schedule();
   }
@@ -160,6 +180,7 @@
     if (ev.button !== 0) return;
     ev.preventDefault();
     state.sel = b;
+    showDialFields();
     const el = ev.currentTarget;
     stage.querySelectorAll(".box.selected").forEach((x) => x.classList.remove("selected"));
     el.classList.add("selected");
@@ -212,7 +233,7 @@
       refocus(b);
     } else if (ev.key === "Delete" || ev.key === "Backspace") {
       ev.preventDefault();
-      const list = kind === "digit" ? state.digits : state.markers;
+      const list = kind === "digit" ? state.digits : kind === "dial" ? state.dials : state.markers;
       list.splice(list.indexOf(b), 1);
       state.sel = null;
       fixDecimals();
@@ -221,8 +242,8 @@
   }
 
   function refocus(b) {
-    const list = state.digits.includes(b) ? "digit" : "marker";
-    const i = (list === "digit" ? state.digits : state.markers).indexOf(b);
+    const list = state.digits.includes(b) ? "digit" : state.dials.includes(b) ? "dial" : "marker";
+    const i = (list === "digit" ? state.digits : list === "dial" ? state.dials : state.markers).indexOf(b);
     const el = stage.querySelector(`.box.${list}[data-index="${i}"]`);
     if (el) el.focus({ preventScroll: true });
   }
@@ -279,6 +300,32 @@
     state.sel = null;
     changed();
   });
+  $("add-dial").addEventListener("click", () => {
+    const side = Math.max(MIN_BOX, Math.round(Math.min(state.w, state.h) / 5));
+    const factors = state.dials.map((d) => d.factor);
+    let factor = state.digits.length ? 10 ** -(state.decimals + 1) : 1;
+    if (factors.length) factor = Math.min(...factors) / 10;
+    factor = Number(factor.toPrecision(6));
+    const b = { x: Math.round(state.w / 2 - side / 2), y: Math.round(state.h / 2 - side / 2), w: side, h: side, factor, direction: "cw" };
+    clamp(b);
+    state.dials.push(b);
+    state.sel = b;
+    changed();
+  });
+  $("remove-dial").addEventListener("click", () => {
+    const i = state.dials.indexOf(state.sel);
+    state.dials.splice(i >= 0 ? i : state.dials.length - 1, 1);
+    state.sel = null;
+    changed();
+  });
+  $("dial-factor").addEventListener("change", () => {
+    if (state.dials.includes(state.sel)) state.sel.factor = Number($("dial-factor").value);
+    changed();
+  });
+  $("dial-direction").addEventListener("change", () => {
+    if (state.dials.includes(state.sel)) state.sel.direction = $("dial-direction").value;
+    changed();
+  });
   $("decimals").addEventListener("input", () => {
     const v = parseInt($("decimals").value, 10);
     state.decimals = Number.isFinite(v) ? Math.max(0, Math.min(v, state.digits.length)) : 0;
@@ -287,6 +334,20 @@
   $("refine").addEventListener("change", changed);
   $("suggest-again").addEventListener("click", () => suggest());
   window.addEventListener("resize", render);
+  // for tests and scripted set-ups: put the dials exactly (what dragging each one would do)
+  window.__gridlensSetup = {
+    setWheels(digits, decimals) {
+      state.digits = digits.map(box);
+      state.decimals = decimals;
+      $("decimals").value = String(decimals);
+      changed();
+    },
+    setDials(dials) {
+      state.dials = dials.map((d) => ({ ...box(d), factor: Number(d.factor), direction: d.direction || "cw" }));
+      state.sel = null;
+      changed();
+    },
+  };
 
   // ------------------------------------------------------------------ server calls
 
@@ -328,11 +389,24 @@
       tr.append(c, v, p);
       body.appendChild(tr);
     });
+    (r.dials || []).forEach((d) => {
+      const tr = document.createElement("tr");
+      const c = document.createElement("td");
+      c.textContent = `dial x${d.factor}`;
+      const v = document.createElement("td");
+      v.className = "num";
+      v.textContent = d.value.toFixed(1);
+      const p = document.createElement("td");
+      p.className = `num ${conf(d.confidence)}`;
+      p.textContent = `${(100 * d.confidence).toFixed(0)} %`;
+      tr.append(c, v, p);
+      body.appendChild(tr);
+    });
     root.dataset.previewValue = r.value === null ? "" : String(r.value);
   }
 
   async function preview() {
-    if (!state.photo || !state.digits.length) return;
+    if (!state.photo || !(state.digits.length || state.dials.length)) return;
     const mine = ++seq;
     if (inflight) inflight.abort();
     inflight = new AbortController();
@@ -358,6 +432,7 @@
       if (mine !== seq) return;
       state.used = doc.roi.refined && $("refine").checked ? doc.roi : null;
       state.wheels = doc.reading.digits;
+      state.dialReads = doc.reading.dials || [];
       showReading(doc);
       render();
       if (state.mode === "edit" && state.deviceId) replay(mine);
@@ -419,7 +494,8 @@
     const pct = Math.round(100 * doc.confidence);
     say(
       `Proposed ${doc.digits.length} wheels (${doc.decimals} after the decimal point) and ` +
-        `${doc.markers.length} markers, confidence ${pct} %. Check each box on the photo.`,
+        `${doc.markers.length} markers` + ((doc.dials || []).length ? `, ${doc.dials.length} dials (check each dial's factor and direction)` : "") +
+        `, confidence ${pct} %. Check each box on the photo.`,
       "ok"
     );
     changed();
@@ -459,7 +535,7 @@
 
   async function newPhoto(blob) {
     if (!(await setPhoto(blob, true))) return;
-    if (state.mode === "new" || !state.digits.length) await suggest();
+    if (state.mode === "new" || !(state.digits.length || state.dials.length)) await suggest();
     else changed();
   }
 
