@@ -517,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             "subset": "power demand, 2 Donut KPIs, every 4th AIOps KPI and NAB series, UCR",
             "epochs": args.epochs or "default",
             "rows": rows,
+            "errors": sub_st.errors,
         }
     res["seconds"] = time.perf_counter() - t_start
     md = markdown(res)
