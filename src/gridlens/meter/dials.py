@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -269,3 +270,62 @@ def read_dials(
         read_dial(c, direction=d, zero_deg=z)
         for c, d, z in zip(crops, directions, zeros, strict=True)
     ]
+
+
+def default_needle_model_path() -> Path:
+    """The shipped pointer CNN (``gridlens/meter/models/dials.onnx``)."""
+    return Path(__file__).with_name("models") / "dials.onnx"
+
+
+class NeedleModel:
+    """An ONNX Runtime session around the pointer CNN (:mod:`gridlens.meter.train_dials`).
+
+    Parameters
+    ----------
+    path : model file; default: the shipped ``dials.onnx``.
+    threads : intra-op threads of the ONNX Runtime session.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, threads: int = 2) -> None:
+        import json
+
+        import onnxruntime as ort
+
+        from gridlens.errors import DataFormatError, NotFoundError
+
+        self.path = Path(path) if path is not None else default_needle_model_path()
+        if not self.path.is_file():
+            raise NotFoundError(f"pointer model {self.path} not found")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise DataFormatError(f"{self.path} is not a usable ONNX model: {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
+        card = self.path.with_suffix(".json")
+        self.card: dict[str, Any] = json.loads(card.read_text()) if card.is_file() else {}
+
+    def probabilities(self, crops: list[U8]) -> npt.NDArray[np.float32]:
+        """``(n, 101)`` probabilities: 100 pointer directions and "no dial"."""
+        if not crops:
+            return np.zeros((0, N_BINS + 1), np.float32)
+        x = np.stack(
+            [
+                cv2.resize(_check_crop(c), (NEEDLE_SIZE, NEEDLE_SIZE), interpolation=cv2.INTER_AREA)
+                for c in crops
+            ]
+        ).astype(np.float32)
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        out = []
+        for i in range(0, x.shape[0], 256):
+            (p,) = self._session.run(None, {self._input: x[i : i + 256]})
+            out.append(np.asarray(p, np.float32))
+        return np.concatenate(out)
+
+    def angles(self, crops: list[U8]) -> tuple[F64, F64, F64]:
+        """Pointer angle [deg clockwise from up], confidence and ``P(dial)`` per crop."""
+        return decode_needle(self.probabilities(crops))

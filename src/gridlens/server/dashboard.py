@@ -71,6 +71,7 @@ from gridlens.store.repo import (
     device_dict,
     in_setup,
     is_online,
+    value_places,
 )
 
 __all__ = ["PQ_MAX_BYTES", "STATIC", "TEMPLATES", "router"]
@@ -111,7 +112,7 @@ def overview(request: Request) -> Response:
     for r in rows:
         if r["today"] is not None:
             e, dec = today.get(r["unit"], (0.0, 0))
-            today[r["unit"]] = (e + float(r["today"]), max(dec, int(r["decimals"] or 0)))
+            today[r["unit"]] = (e + float(r["today"]), max(dec, int(r["places"] or 0)))
     totals = {
         "meters": len(rows),
         "online": sum(1 for r in rows if r["online"]),
@@ -132,6 +133,7 @@ def _meter_context(store: Store, dev: Device, who: Principal) -> dict[str, Any]:
     return {
         "dev": device_dict(dev, pull_source(store, dev.id)),
         "decimals": int(dev.roi.get("decimals") or 0),
+        "places": value_places(dev.roi),
         "last": newest[0] if newest else None,
         "last_ok": last_ok[0] if last_ok else None,
         "online": is_online(dev, now),

@@ -208,6 +208,17 @@ def readings_csv(
     return buf.getvalue()
 
 
+def value_places(roi: dict[str, Any]) -> int:
+    """Decimal places of a meter's value: the wheels' decimals, or the finest dial's."""
+    dials = roi.get("dials") or []
+    try:
+        if dials:
+            return max(0, -min(round(math.log10(float(x["factor"]))) for x in dials))
+        return int(roi.get("decimals") or 0)
+    except (TypeError, ValueError, KeyError):
+        return 0
+
+
 def is_online(d: Device, now: float) -> bool:
     """Seen within three photo intervals."""
     return d.last_seen_at is not None and now - d.last_seen_at < 3 * d.interval_s
@@ -232,6 +243,7 @@ def device_dict(d: Device, pull: PullSource | None = None) -> dict[str, Any]:
         "digits": len(d.roi.get("digits", [])),
         "dials": len(d.roi.get("dials", [])),
         "decimals": d.roi.get("decimals"),
+        "places": value_places(d.roi),
         "pull": pull_dict(pull),
     }
 
