@@ -32,6 +32,7 @@ from gridlens.simulate import (
     make_meter,
     parse_duration,
     parse_start,
+    water_profile,
 )
 
 NOW = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
@@ -69,6 +70,27 @@ def test_profiles_are_deterministic_per_seed_and_differ_between_devices() -> Non
     assert late_first.energy_kwh(t - 400 * 86400) == b.energy_kwh(t - 400 * 86400)
 
 
+def test_water_profile_is_a_households_water_in_m3() -> None:
+    p = water_profile(5)
+    t0 = NOW.timestamp() - 40 * 86400
+    ts = np.sort(np.random.default_rng(1).uniform(t0, NOW.timestamp(), 3000))
+    e = np.array([p.energy_kwh(float(t)) for t in ts])  # m3
+    assert np.all(np.diff(e) >= 0)
+    days = [p.daily_kwh(NOW - timedelta(days=k)) for k in range(1, 41)]
+    assert min(days) >= 0.099 and max(days) <= 0.3
+    flows = [p.power_kw(float(t)) for t in ts]  # m3/h
+    assert min(flows) >= 0.0 and max(flows) <= 2.0
+    assert np.mean(np.asarray(flows) == 0.0) > 0.5  # mostly nothing runs
+    # water is used around getting up and in the evening, hardly at 3 am
+    hourly = [
+        np.mean([p.energy_kwh(NOW.replace(hour=h) - timedelta(days=k) + timedelta(hours=1))
+                 - p.energy_kwh(NOW.replace(hour=h) - timedelta(days=k)) for k in range(1, 29)])
+        for h in (3, 7, 20)
+    ]  # fmt: skip
+    assert hourly[1] > 5 * hourly[0] and hourly[2] > 5 * hourly[0]
+    assert water_profile(5).energy_kwh(NOW) == p.energy_kwh(NOW)
+
+
 def test_factory_profile_works_weekdays() -> None:
     f = factory_profile(1)
     monday = datetime(2026, 11, 16, tzinfo=UTC)
@@ -99,6 +121,32 @@ def test_simulated_photos_read_back_with_the_registered_roi_and_reference() -> N
         r = reader.read(jpeg)
         right += r.status == "ok" and matches_register(r.value, truth, 1)
     assert right >= n - 1  # glare may hide a wheel now and then
+
+
+def test_water_meter_registers_dials_in_m3_and_its_photos_read_back() -> None:
+    from gridlens.meter import MeterReader
+
+    meter = make_meter("water", layout_seed=1, profile_seed=4)
+    body = meter.registration("water-001", 600.0)
+    assert (body["unit"], body["max_rate"], body["interval_s"]) == ("m3", 2.0, 600)
+    assert [d["factor"] for d in body["roi"]["dials"]] == [0.1, 0.01, 0.001, 0.0001]
+    assert (len(body["roi"]["digits"]), body["roi"]["decimals"]) == (5, 0)
+    roi = MeterROI.from_dict(json.loads(json.dumps(body["roi"])))  # what the server receives
+    ref = decode_image(base64.b64decode(body["reference_jpeg_b64"]))
+    reader = MeterReader(roi, reference=ref)
+    assert meter.register_at(123_456.78912) == pytest.approx(23_456.78912)  # 5 wheels wrap
+    # imported history reads like the reader: down to the x0.0001 dial's division
+    assert meter.shown_at(123_456.78919) == 23_456.7891
+    assert make_meter("household", 0, 1).shown_at(1234.56) == pytest.approx(1234.56)
+    for k in range(4):
+        t = NOW.timestamp() + 3607.0 * k
+        truth = meter.register_at(meter.profile.energy_kwh(t))
+        r = reader.read(meter.photo(meter.profile.energy_kwh(t), seed=k, flash=k != 2))
+        assert r.status == "ok" and r.value is not None, r.reason
+        assert abs(r.value - truth) <= 0.002 and meter.matches(r.value, truth)
+        assert [d["factor"] for d in r.dials] == [0.1, 0.01, 0.001, 0.0001]
+    assert meter.matches(99_999.9995, 0.0005) and not meter.matches(10.0, 10.01)
+    assert not meter.matches(None, 1.0)
 
 
 def test_factory_meter_has_seven_integer_wheels() -> None:
@@ -159,6 +207,8 @@ def _args(*argv: str) -> argparse.Namespace:
         (["--forever"], "--backfill"),
         (["--interval-s", "5"], "--interval-s"),
         (["--factories", "3"], "--factories"),
+        (["--devices", "2", "--factories", "1", "--water", "2"], "--water"),
+        (["--water", "-1"], "--water"),
         (["--speedup", "0"], "--speedup 0"),
         (["--speedup", "60"], "--speedup above 1"),
         (["--token", " "], "token"),
@@ -180,6 +230,9 @@ def test_cli_backfill_and_start_map_to_the_simulator(monkeypatch: pytest.MonkeyP
     assert (sim.duration_s, sim.follow) == (90000.0, True)
     sim = simulator_from_args(_args("--backfill", "2h", "--forever"), now=NOW)
     assert (sim.duration_s, sim.follow) == (None, True)
+    sim = simulator_from_args(_args("--backfill", "2h", "--devices", "4", "--factories", "1",
+                                    "--water", "1"), now=NOW)  # fmt: skip
+    assert (sim.n_devices, sim.n_factories, sim.n_water) == (4, 1, 1)
     sim = simulator_from_args(_args("--start", "-1h", "--speedup", "60", "--duration", "90m"))
     assert (sim.speedup, sim.duration_s) == (60.0, 5400.0)
     # fast without --start: the run ends at the present (servers refuse future photos)
@@ -199,6 +252,7 @@ class _Stub:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.devices: dict[str, dict[str, Any]] = {}
+        self.bodies: dict[str, dict[str, Any]] = {}  # registration bodies by name
         self.uploads: list[dict[str, Any]] = []  # every POST .../images
         self.stored: dict[tuple[int, str], str] = {}  # (device, capture id) -> captured at
         self.acks: list[tuple[int, int, dict[str, Any]]] = []
@@ -227,6 +281,7 @@ class _Stub:
                 decode_image(base64.b64decode(req["reference_jpeg_b64"]))
                 dev = {"id": len(self.devices) + 1, "token": f"tok{len(self.devices) + 1}"}
                 self.devices[req["name"]] = dev
+                self.bodies[req["name"]] = req
                 return 201, {"device_id": dev["id"], "token": dev["token"]}
             did = int(parts[3])
             if auth != f"Bearer tok{did}":
@@ -422,10 +477,16 @@ def test_demo_plan_and_history_points() -> None:
     from gridlens.simulate import DeviceState, history_points, plan_demo_anomalies
 
     now = NOW.timestamp()  # a Saturday, 10:00 UTC
-    plan = plan_demo_anomalies([("m1", "household"), ("m2", "household"), ("m3", "factory")], now)
+    fleet = [("m1", "household"), ("m2", "household"), ("m3", "factory")]
+    plan = plan_demo_anomalies(fleet, now)
     assert [(a.device, a.kind) for a in plan] == [
         ("m1", "stuck"), ("m3", "night-load"), ("m3", "holiday"),
     ]  # fmt: skip
+    assert plan_demo_anomalies([*fleet, ("m4", "water")], now) == plan  # no water anomalies
+    assert plan_demo_anomalies([("w1", "water")], now) == []
+    assert {a.device for a in plan_demo_anomalies([("m1", "household"), ("w", "water")], now)} == {
+        "m1"
+    }
     stuck, night, holiday = plan
     assert parse_start("2026-11-20T06:00:00Z").timestamp() == stuck.start
     assert night.start == parse_start("2026-11-18T22:00:00Z").timestamp() and night.kw == 250.0
@@ -459,3 +520,29 @@ def test_simulator_keeps_injected_anomalies_in_its_state(
     assert again.register()[0].anomalies == [a]
     with pytest.raises(ParameterError, match="anomalies"):
         Simulator(url, "admin", 1, anomalies=["stuck"])  # type: ignore[list-item]
+
+
+def test_simulator_water_meters_come_last_and_survive_the_state_file(
+    stub: tuple[_Stub, str], tmp_path: Path
+) -> None:
+    server, url = stub
+    state = tmp_path / "state.json"
+    sim = Simulator(url, "admin", 4, speedup=0, start=NOW, duration_s=60, progress=False,
+                    state_file=state, n_factories=1, n_water=1)  # fmt: skip
+    kinds = [d.meter.kind for d in sim.register()]
+    assert kinds == ["household", "household", "factory", "water"]
+    body = server.bodies["sim-004"]
+    assert body["unit"] == "m3" and len(body["roi"]["dials"]) == 4
+    assert {server.bodies[f"sim-00{i}"]["unit"] for i in (1, 2, 3)} == {"kWh"}
+    assert json.loads(state.read_text())["sim-004"]["kind"] == "water"
+    again = Simulator(url, "admin", 4, speedup=0, start=NOW, duration_s=60, progress=False,
+                      state_file=state, n_factories=1, n_water=1)  # fmt: skip
+    water = again.register()[3]
+    assert water.meter.kind == "water" and water.meter.unit == "m3"
+    assert water.meter.roi.to_dict() == sim.devices[3].meter.roi.to_dict()
+    assert water.meter.profile.energy_kwh(NOW) == sim.devices[3].meter.profile.energy_kwh(NOW)
+    s = again.run()  # one photo each, through the device API
+    assert s["uploads"] == 4 and s["failed"] == 0
+    assert len(server.devices) == 4  # reused, none registered again
+    with pytest.raises(ParameterError, match="n_water"):
+        Simulator(url, "admin", 2, n_factories=1, n_water=2)

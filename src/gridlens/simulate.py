@@ -6,9 +6,13 @@ The simulator is a *client* of the server's device API, the same one the firmwar
 1. :class:`ConsumptionProfile` is the load behind each meter: kW as a function of time, and
    the register (cumulative kWh) at any instant. :func:`household_profile` gives 5-20 kWh a
    day (base load, morning and evening peaks, appliance runs); :func:`factory_profile` a
-   weekday two-shift plant of a few MWh a day.
+   weekday two-shift plant of a few MWh a day; :func:`water_profile` a household's water,
+   0.1-0.3 m³ a day (showers, toilet flushes, taps, washing machine and dishwasher fills),
+   in m³/h and m³ instead of kW and kWh.
 2. :class:`SimMeter` is one meter layout seen by one camera: the reference image and ROI it
-   registers with, and photos of the register at any reading (:mod:`gridlens.meter.synth`).
+   registers with, and photos of the register at any reading (:mod:`gridlens.meter.synth`;
+   a water meter, 5 wheels and 4 pointer dials x0.1 ... x0.0001 m³, from
+   :mod:`gridlens.meter.synth_dials`).
 3. :class:`Simulator` registers ``n_devices`` cameras through ``POST /api/v1/devices`` (or
    reuses them from a state file), then takes a photo per device every ``interval_s`` of
    simulated time and uploads it like the firmware does: a capture id and ``X-Captured-At``
@@ -69,6 +73,7 @@ from gridlens.errors import DataFormatError, InputError, ParameterError, check_p
 from gridlens.meter.image import encode_jpeg
 from gridlens.meter.roi import MeterROI
 from gridlens.meter.synth import matches_register, render_meter, render_reference
+from gridlens.meter.synth_dials import WATER_FACTORS, render_water_meter, render_water_reference
 
 __all__ = [
     "ANOMALY_KINDS",
@@ -85,6 +90,7 @@ __all__ = [
     "parse_duration",
     "parse_start",
     "plan_demo_anomalies",
+    "water_profile",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -94,7 +100,7 @@ TimeLike = datetime | float
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
-KINDS = ("household", "factory")
+KINDS = ("household", "factory", "water")
 #: Largest accepted ``interval`` command and ``interval_s`` (the protocol's range).
 INTERVAL_RANGE = (10.0, 86400.0)
 
@@ -114,10 +120,23 @@ _APPLIANCES = (
 )
 _HOUSEHOLD_DAY_KWH = (5.0, 20.0)
 _FACTORY_MAX_KW = 700.0
+# Household water: (m³/h while it runs, shortest and longest run in minutes). A minute at
+# 0.36 m³/h is 6 litres.
+_FLUSH = (0.36, 1, 1)  # toilet cistern refill, 6 l
+_TAP = (0.24, 1, 2)  # washing hands, cooking, 4-8 l
+_SHOWER = (0.55, 4, 10)  # ~9 l/min
+_WASHER_FILLS = (0, 12, 40, 55)  # minutes after the start: 4 fills of 2 min at 0.4 m³/h, ~53 l
+_DISHWASHER_FILLS = (0, 25, 70)  # 3 fills of 1 min at 0.24 m³/h, 12 l
+_WATER_DAY_M3 = (0.1, 0.3)
+_WATER_MAX_M3H = 2.0
 # Meter layouts in the synth renderer are cached (16 entries, ~15 ms to build), so devices
 # share a few face designs; each still registers its own reference.
 _HOUSEHOLD_LAYOUTS = 10
 _FACTORY_LAYOUTS = 4
+_WATER_LAYOUTS = 4
+#: How far an accepted water reading may be from the rendered register to count as matching
+#: it [m³]: the issue's target for whole water-meter photos.
+WATER_TOLERANCE_M3 = 0.002
 
 
 class SimulatorError(InputError):
@@ -246,6 +265,10 @@ def parse_start(text: str, now: datetime | None = None) -> datetime:
 class ConsumptionProfile:
     """A deterministic load: kW at any time, and the meter register (cumulative kWh).
 
+    For ``kind="water"`` the same methods give m³/h (:meth:`power_kw`) and m³
+    (:meth:`energy_kwh`, :meth:`daily_kwh`, ``initial_kwh``): the machinery is shared, the
+    names are the electricity ones.
+
     The power is generated per block of 32 days at one-minute resolution, from a random
     generator seeded with (seed, kind, block), so any instant can be evaluated on its own and
     the same seed always gives the same load. Within a minute the power is constant, so the
@@ -255,12 +278,19 @@ class ConsumptionProfile:
     ----------
     seed : int
         Selects the household or plant: its base load, peak times, appliance habits.
-    kind : {"household", "factory"}
+    kind : {"household", "factory", "water"}
         Household: base load, fridge cycling, morning and evening peaks (later and larger at
         weekends), winter-heavy season, random appliance runs (kettle, washing machine,
         dishwasher, oven, hair dryer, vacuum); every day is kept within 5-20 kWh.
         Factory: base load, a two-shift weekday plateau of 120-300 kW with ramps and a lunch
         dip, a Saturday half shift, machine runs; a few MWh a weekday.
+        Water (a household's water meter, m³): nothing flows at rest (no leak); runs of
+        whole minutes at fixed rates: showers (4-10 min at ~0.55 m³/h, mostly around the
+        morning peak, some in the evening), toilet flushes (6 l) and taps (4-8 l) clustered
+        around the morning and evening peaks and spread over the day, a washing machine
+        (4 fills, ~53 l) a few times a week, a dishwasher (3 fills, 12 l) after dinner on some
+        days; more at home at weekends. Every day is then scaled into 0.1-0.3 m³ and the rate
+        capped at 2 m³/h. The counts and rates are plausible, not fitted to measured data.
     initial_kwh : float, optional
         Register value at 2026-01-01 00:00 local time (default: drawn from the seed).
     utc_offset_h : float
@@ -294,13 +324,11 @@ class ConsumptionProfile:
         self.kind = kind
         self._kind_id = KINDS.index(kind) + 1
         rng = np.random.default_rng([self.seed, self._kind_id, 0x5EED])
-        self._p = _household_params(rng) if kind == "household" else _factory_params(rng)
+        params = {"household": _household_params, "factory": _factory_params}
+        self._p = params.get(kind, _water_params)(rng)
         if initial_kwh is None:
-            initial_kwh = (
-                float(rng.uniform(2_000.0, 60_000.0))
-                if kind == "household"
-                else float(rng.uniform(100_000.0, 3_000_000.0))
-            )
+            lo, hi = {"household": (2e3, 6e4), "factory": (1e5, 3e6)}.get(kind, (50.0, 3e3))
+            initial_kwh = float(rng.uniform(lo, hi))
         check_param(
             math.isfinite(initial_kwh) and initial_kwh >= 0,
             "initial_kwh",
@@ -356,8 +384,10 @@ class ConsumptionProfile:
         days = b * _BLOCK_DAYS + np.arange(_BLOCK_DAYS)
         if self.kind == "household":
             kw = _household_block(self._p, days, rng)
-        else:
+        elif self.kind == "factory":
             kw = _factory_block(self._p, days, rng)
+        else:
+            kw = _water_block(self._p, days, rng)
         cum = np.concatenate(([0.0], np.cumsum(kw) / 60.0))
         self._arrays[b] = (kw, cum)
         self._totals[b] = float(cum[-1])
@@ -409,6 +439,14 @@ def factory_profile(seed: int, **kwargs: Any) -> ConsumptionProfile:
     return ConsumptionProfile(seed, "factory", **kwargs)
 
 
+def water_profile(seed: int, **kwargs: Any) -> ConsumptionProfile:
+    """A household's water: 0.1-0.3 m³ a day, at most 2 m³/h (see :class:`ConsumptionProfile`).
+
+    Its ``power_kw`` is the flow in m³/h and its ``energy_kwh`` the register in m³.
+    """
+    return ConsumptionProfile(seed, "water", **kwargs)
+
+
 def _household_params(rng: np.random.Generator) -> dict[str, float]:
     return {
         "scale": float(np.clip(rng.lognormal(-0.05, 0.22), 0.6, 1.3)),
@@ -434,6 +472,23 @@ def _factory_params(rng: np.random.Generator) -> dict[str, float]:
         "start": float(rng.uniform(5.5, 6.5)),
         "end": float(rng.uniform(20.0, 22.5)),
         "events": float(rng.uniform(4.0, 10.0)),
+    }
+
+
+def _water_params(rng: np.random.Generator) -> dict[str, float]:
+    people = float(rng.choice([1, 1, 2, 2, 2, 3]))
+    return {
+        "people": people,
+        "m_hour": float(rng.uniform(6.0, 8.0)),
+        "e_hour": float(rng.uniform(18.5, 21.0)),
+        "bed_hour": float(rng.uniform(22.0, 23.5)),
+        "showers": float(rng.uniform(0.5, 0.9)),  # per person and day
+        "evening_showers": float(rng.uniform(0.1, 0.5)),  # the share taken in the evening
+        "flushes": float(rng.uniform(1.5, 3.0)),  # per person and day, besides the routine
+        "taps": float(rng.uniform(1.0, 4.0)),  # per person and day, besides the routine
+        "night": float(rng.uniform(0.1, 0.4)),  # flushes per person and night
+        "washer": float(rng.uniform(0.15, 0.25) * people),  # runs a day
+        "dishwasher": float(rng.uniform(0.0, 0.9)),  # runs a day
     }
 
 
@@ -502,6 +557,74 @@ def _household_block(
     return kw
 
 
+def _water_block(
+    p: Mapping[str, float], days: npt.NDArray[np.int64], rng: np.random.Generator
+) -> F64:
+    nd = days.size
+    weekend = ((days + 3) % 7) >= 5  # 1970-01-01 was a Thursday
+    m_hour = p["m_hour"] + 1.2 * weekend + rng.normal(0.0, 0.3, nd)
+    e_hour = p["e_hour"] + rng.normal(0.0, 0.4, nd)
+    starts: list[npt.NDArray[np.int64]] = []
+    durs: list[npt.NDArray[np.int64]] = []
+    levels: list[F64] = []
+
+    def runs(per_day: npt.ArrayLike, hour_of: Any, rate: float, lo: int, hi: int) -> None:
+        day = np.repeat(np.arange(nd), rng.poisson(np.broadcast_to(per_day, (nd,))))
+        hour = np.clip(hour_of(day), 0.0, 23.98)
+        starts.append(day * _MIN_PER_DAY + np.round(hour * 60.0).astype(np.int64))
+        durs.append(rng.integers(lo, hi + 1, day.size))
+        levels.append(rate * rng.uniform(0.85, 1.15, day.size))
+
+    def peaks(day: npt.NDArray[np.int64]) -> F64:
+        """Around the morning and the evening peak, or any time from 8 to 23."""
+        which = rng.integers(0, 3, day.size)
+        out: F64 = np.where(
+            which == 0,
+            rng.normal(m_hour[day] + 0.5, 0.7),
+            np.where(which == 1, rng.normal(e_hour[day], 1.2), rng.uniform(8.0, 23.0, day.size)),
+        )
+        return out
+
+    def showers(day: npt.NDArray[np.int64]) -> F64:
+        evening = rng.random(day.size) < p["evening_showers"]
+        out: F64 = np.where(
+            evening, rng.normal(e_hour[day] + 1.5, 0.7), rng.normal(m_hour[day] + 0.2, 0.4)
+        )
+        return out
+
+    people, home = p["people"], 1.0 + 0.25 * weekend
+    bed = p["bed_hour"] + 0.5 * weekend
+    runs(p["showers"] * people, showers, *_SHOWER)
+    for routine in (  # on getting up and going to bed: a flush and a tap each, most days
+        lambda d: rng.normal(m_hour[d] - 0.2, 0.3),
+        lambda d: rng.normal(bed[d], 0.4),
+    ):
+        runs(0.9 * people, routine, *_FLUSH)
+        runs(0.9 * people, routine, *_TAP)
+    runs(p["night"] * people, lambda d: rng.uniform(0.5, 5.0, d.size), *_FLUSH)
+    runs(p["flushes"] * people * home, peaks, *_FLUSH)
+    runs(p["taps"] * people * home, peaks, *_TAP)
+    for per_day, hour_of, fills, rate, fill_min in (
+        (p["washer"] * (1.0 + 0.8 * weekend), lambda d: rng.uniform(8.0, 19.0, d.size),
+         _WASHER_FILLS, 0.4, 2),
+        (p["dishwasher"], lambda d: rng.normal(e_hour[d] + 1.0, 0.5), _DISHWASHER_FILLS, 0.24, 1),
+    ):  # fmt: skip
+        day = np.repeat(np.arange(nd), rng.poisson(per_day))
+        t0 = day * _MIN_PER_DAY + np.round(np.clip(hour_of(day), 0, 23.98) * 60).astype(np.int64)
+        for off in fills:
+            starts.append(t0 + off)
+            durs.append(np.full(day.size, fill_min, dtype=np.int64))
+            levels.append(np.full(day.size, rate))
+    m3h: F64 = np.zeros(nd * _MIN_PER_DAY)
+    _add_runs(m3h, np.concatenate(starts), np.concatenate(durs), np.concatenate(levels))
+    per_day = m3h.reshape(nd, _MIN_PER_DAY)
+    e = np.maximum(per_day.sum(axis=1) / 60.0, 1e-9)
+    lo_e, hi_e = _WATER_DAY_M3
+    per_day *= (np.clip(e, lo_e + 0.01, hi_e - 0.01) / e)[:, None]
+    np.clip(m3h, 0.0, _WATER_MAX_M3H, out=m3h)  # and no -1e-17 from the run sums
+    return m3h
+
+
 def _factory_block(
     p: Mapping[str, float], days: npt.NDArray[np.int64], rng: np.random.Generator
 ) -> F64:
@@ -541,10 +664,12 @@ class SimMeter:
     Attributes
     ----------
     kind : str
-        ``"household"`` (6 wheels, 1 decimal, max rate 15 kWh/h) or ``"factory"`` (7 wheels,
-        no decimals, max rate 800 kWh/h).
+        ``"household"`` (6 wheels, 1 decimal, max rate 15 kWh/h), ``"factory"`` (7 wheels,
+        no decimals, max rate 800 kWh/h) or ``"water"`` (5 wheels and 4 pointer dials x0.1,
+        x0.01, x0.001, x0.0001 m³, max rate 2 m³/h; unit ``m3``).
     layout_seed : int
-        Face design passed to :func:`gridlens.meter.synth.render_meter`.
+        Face design passed to :func:`gridlens.meter.synth.render_meter` (water:
+        :func:`gridlens.meter.synth_dials.render_water_meter`).
     profile : ConsumptionProfile
         The load behind the meter.
     reference : numpy.ndarray
@@ -571,13 +696,48 @@ class SimMeter:
 
     @property
     def max_rate(self) -> float:
-        """Largest plausible consumption in kWh per hour (sent at registration)."""
-        return 15.0 if self.kind == "household" else 800.0
+        """Largest plausible consumption in unit per hour (sent at registration)."""
+        return {"household": 15.0, "factory": 800.0}.get(self.kind, _WATER_MAX_M3H)
+
+    @property
+    def unit(self) -> str:
+        """The register's unit: ``kWh``, or ``m3`` for a water meter."""
+        return "m3" if self.kind == "water" else "kWh"
+
+    @property
+    def factors(self) -> tuple[float, ...]:
+        """The pointer dials' factors, largest first (empty without dials)."""
+        return tuple(d.factor for d in self.roi.dials_sorted)
 
     def register_at(self, energy_kwh: float) -> float:
-        """The value the counter shows for a cumulative energy (it wraps)."""
+        """The value the counter shows for a cumulative energy (it wraps at 10^integer
+        wheels; the dials only add fractions)."""
         wrap = 10.0 ** (self.n_digits - self.decimals)
         return float(energy_kwh % wrap)
+
+    def shown_at(self, energy_kwh: float) -> float:
+        """What the register reads for a cumulative energy, as an imported reading: with
+        dials, down to the finest dial's division (0.0001 m³), like the reader reports it, so
+        that a photo taken while no water flows is not below the imported value; without
+        dials the unrounded :meth:`register_at` (the demo's electricity history, on which its
+        anomaly scores were tuned)."""
+        value = self.register_at(energy_kwh)
+        if not self.roi.dials:
+            return value
+        scale = 10.0**self.roi.places
+        return round(math.floor(value * scale + 1e-6) / scale, self.roi.places)
+
+    def matches(self, value: float | None, truth: float) -> bool:
+        """Whether an accepted reading is the register a photo showed: every wheel exactly
+        (:func:`gridlens.meter.synth.matches_register`), or with dials within
+        :data:`WATER_TOLERANCE_M3` (across the wrap too)."""
+        if not self.roi.dials:
+            return matches_register(value, truth, self.decimals)
+        if value is None:
+            return False
+        wrap = 10.0 ** (self.n_digits - self.decimals)
+        d = abs(float(value) - truth) % wrap
+        return min(d, wrap - d) <= WATER_TOLERANCE_M3
 
     def registration(self, name: str, interval_s: float | None = None) -> dict[str, Any]:
         """The JSON body of ``POST /api/v1/devices`` for this meter.
@@ -588,7 +748,7 @@ class SimMeter:
             "name": name,
             "roi": self.roi.to_dict(),
             "reference_jpeg_b64": base64.b64encode(encode_jpeg(self.reference, 95)).decode(),
-            "unit": "kWh",
+            "unit": self.unit,
             "max_rate": self.max_rate,
         }
         if interval_s is not None:
@@ -608,16 +768,28 @@ class SimMeter:
         ``flash`` adds the flash LED's glare; each seed gives a different camera pose, glare,
         blur and noise.
         """
-        m = render_meter(
-            self.register_at(reading),
-            n_digits=self.n_digits,
-            decimals=self.decimals,
-            layout_seed=self.layout_seed,
-            seed=seed,
-            glare=0.5 if flash else 0.0,
-            jpeg_quality=None,
-        )
-        return encode_jpeg(m.image, jpeg_quality)
+        if self.roi.dials:
+            image = render_water_meter(
+                self.register_at(reading),
+                n_digits=self.n_digits,
+                decimals=self.decimals,
+                factors=self.factors,
+                layout_seed=self.layout_seed,
+                seed=seed,
+                glare=0.5 if flash else 0.0,
+                jpeg_quality=None,
+            ).image
+        else:
+            image = render_meter(
+                self.register_at(reading),
+                n_digits=self.n_digits,
+                decimals=self.decimals,
+                layout_seed=self.layout_seed,
+                seed=seed,
+                glare=0.5 if flash else 0.0,
+                jpeg_quality=None,
+            ).image
+        return encode_jpeg(image, jpeg_quality)
 
 
 def make_meter(kind: str = "household", layout_seed: int = 0, profile_seed: int = 0) -> SimMeter:
@@ -625,10 +797,11 @@ def make_meter(kind: str = "household", layout_seed: int = 0, profile_seed: int 
 
     Parameters
     ----------
-    kind : {"household", "factory"}
+    kind : {"household", "factory", "water"}
         Load and counter type.
     layout_seed : int
-        Face design (a household uses 6 wheels with 1 decimal, a factory 7 wheels).
+        Face design (a household uses 6 wheels with 1 decimal, a factory 7 wheels, a water
+        meter 5 wheels and 4 dials x0.1 ... x0.0001 m³).
     profile_seed : int
         Seed of the :class:`ConsumptionProfile`.
 
@@ -637,9 +810,15 @@ def make_meter(kind: str = "household", layout_seed: int = 0, profile_seed: int 
     SimMeter
     """
     check_param(kind in KINDS, "kind", "make_meter", f"one of {KINDS}", kind)
+    profile = ConsumptionProfile(profile_seed, kind)
+    if kind == "water":
+        ref, roi_d = render_water_reference(
+            5, 0, factors=WATER_FACTORS, layout_seed=layout_seed, seed=layout_seed
+        )
+        return SimMeter(kind, layout_seed, profile, ref, MeterROI.from_dict(roi_d))
     n_digits, decimals = (6, 1) if kind == "household" else (7, 0)
     ref, roi = render_reference(n_digits, decimals, layout_seed=layout_seed, seed=layout_seed)
-    return SimMeter(kind, layout_seed, ConsumptionProfile(profile_seed, kind), ref, roi)
+    return SimMeter(kind, layout_seed, profile, ref, roi)
 
 
 # ---------------------------------------------------------------------------- anomalies
@@ -727,7 +906,8 @@ def plan_demo_anomalies(devices: list[tuple[str, str]], now: float) -> list[Inje
     Parameters
     ----------
     devices : list of (name, kind)
-        The fleet's devices in order, ``kind`` ``household`` or ``factory``.
+        The fleet's devices in order, ``kind`` ``household``, ``factory`` or ``water``
+        (water meters get none: the anomalies are electricity loads).
     now : float
         Seconds since 1970 UTC.
 
@@ -738,8 +918,9 @@ def plan_demo_anomalies(devices: list[tuple[str, str]], now: float) -> list[Inje
         ``night-load``: a machine left running at night two nights ago, 22:00 to 06:00 (the
         first factory: 250 kW, a production line; else the last household: 2 kW);
         ``holiday``: the first factory's (else the last household's) most recent weekday at
-        least five days ago, 00:00 to 24:00. Empty without devices.
+        least five days ago, 00:00 to 24:00. Empty without electricity meters.
     """
+    devices = [(n, k) for n, k in devices if k != "water"]
     if not devices:
         return []
     day0 = math.floor(now / _DAY_S) * _DAY_S
@@ -764,12 +945,13 @@ def history_points(
     device: DeviceState, start: float, end: float, step_s: float = 600.0
 ) -> list[tuple[float, float]]:
     """The register a device shows every ``step_s`` from ``start`` up to ``end`` (its
-    anomalies included): (time, value) pairs to import as readings instead of photos."""
+    anomalies included; :meth:`SimMeter.shown_at`): (time, value) pairs to import as
+    readings instead of photos."""
     check_param(step_s >= 1, "step_s", "history_points", ">= 1 s", step_s)
     t = math.ceil(start / step_s) * step_s
     out = []
     while t < end:
-        out.append((t, device.meter.register_at(device.energy_at(t))))
+        out.append((t, device.meter.shown_at(device.energy_at(t))))
         t += step_s
     return out
 
@@ -894,7 +1076,11 @@ class Simulator:
     progress : bool
         A tqdm line on stderr.
     n_factories : int
-        How many of the devices (the last ones) meter a factory instead of a household.
+        How many of the devices (the last ones, before the water meters) meter a factory
+        instead of a household.
+    n_water : int
+        How many of the devices (the very last ones) are a household's water meter (5 wheels
+        and 4 pointer dials, unit ``m3``; see :func:`make_meter`).
     follow : bool
         With ``speedup=0``: once caught up with the real clock, continue in real time.
     poll_s : float, optional
@@ -932,6 +1118,7 @@ class Simulator:
         progress: bool = True,
         *,
         n_factories: int = 0,
+        n_water: int = 0,
         follow: bool = False,
         poll_s: float | None = None,
         retries: int = 3,
@@ -971,6 +1158,8 @@ class Simulator:
              "an int in [1, 100]"),
             ("n_factories", n_factories, _int(n_factories) and _int(n_devices)
              and 0 <= n_factories <= n_devices, "an int in [0, n_devices]"),
+            ("n_water", n_water, _int(n_water) and _int(n_devices) and _int(n_factories)
+             and 0 <= n_water <= n_devices - n_factories, "an int in [0, n_devices - n_factories]"),
             ("poll_s", poll_s, poll_s is None or (_num(poll_s) and poll_s > 0),
              "None or a positive number of seconds"),
             ("retries", retries, _int(retries) and 0 <= retries <= 10, "an int in [0, 10]"),
@@ -1001,6 +1190,7 @@ class Simulator:
         self.jpeg_quality = jpeg_quality
         self.progress = progress
         self.n_factories = n_factories
+        self.n_water = n_water
         self.follow = follow
         self.poll_s = poll_s
         self.retries = retries
@@ -1397,10 +1587,7 @@ class Simulator:
         if reading is not None and reading.get("status") == "ok":
             self._count("ok")
             value = reading.get("value")
-            if not (
-                isinstance(value, int | float)
-                and matches_register(float(value), photo.truth, d.meter.decimals)
-            ):
+            if not (isinstance(value, int | float) and d.meter.matches(float(value), photo.truth)):
                 self._count("mismatched")
             return "ok", commands
         self._count("rejected")
@@ -1516,8 +1703,15 @@ class Simulator:
     # ------------------------------------------------------------------- state
 
     def _design(self, i: int) -> tuple[str, int, int]:
-        kind = "factory" if i >= self.n_devices - self.n_factories else "household"
-        n_lay = _HOUSEHOLD_LAYOUTS if kind == "household" else _FACTORY_LAYOUTS
+        if i >= self.n_devices - self.n_water:
+            kind = "water"
+        elif i >= self.n_devices - self.n_water - self.n_factories:
+            kind = "factory"
+        else:
+            kind = "household"
+        n_lay = {"household": _HOUSEHOLD_LAYOUTS, "factory": _FACTORY_LAYOUTS}.get(
+            kind, _WATER_LAYOUTS
+        )
         # from the name, so fleets with other prefixes get other meters; the seed varies all
         h = zlib.crc32(self.device_name(i).encode()) + self.seed * 1_000_003
         return kind, (self.seed + i) % n_lay, h % (1 << 31)

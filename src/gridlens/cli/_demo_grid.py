@@ -79,8 +79,8 @@ def _create(store: Any) -> Any:
     devices: dict[int, tuple[int, float]] = {}
     for dev in store.devices():
         m = _DEMO_NAME.match(dev.name)
-        if m is None or int(m.group(1)) not in PLACES:
-            continue
+        if m is None or int(m.group(1)) not in PLACES or dev.unit != "kWh":
+            continue  # not a demo electricity meter (the water meter counts m3)
         kw = _mean_kw(store, dev.id)
         if kw is not None:
             devices[int(m.group(1))] = (dev.id, kw)

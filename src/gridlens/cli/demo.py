@@ -83,15 +83,25 @@ def add_demo_command(sub: Any, emit_json: Any) -> None:
         help="run the server seeded with simulated meters (what `make run` starts)",
         description="Start `gridlens serve` on a local SQLite database in DIR, create an admin "
         "user (credentials in DIR/credentials.json), seed --history of readings from "
-        "--devices simulated meters (stored directly; the last --backfill of it as photos "
-        "uploaded through the API), inject three anomalies (a machine left running at night, "
+        "--devices simulated electricity meters and --water water meters with pointer dials "
+        "(stored directly; the last --backfill of it as photos uploaded through the API), "
+        "inject three anomalies (a machine left running at night, "
         "a stuck meter, a working day that looks like a holiday; listed in DIR/demo.json), "
         "score the fleet for the anomaly page, then keep the cameras uploading every "
         "--interval-s until Ctrl-C. Publishes to MQTT when a broker answers on 127.0.0.1:1883.",
     )
     d.add_argument("--dir", type=Path, default=Path(".venv/demo"), help="demo state folder")
     d.add_argument("--port", type=int, default=int(os.environ.get("GRIDLENS_PORT", "8000")))
-    d.add_argument("--devices", type=int, default=3, help="simulated meters (last is a factory)")
+    d.add_argument(
+        "--devices", type=int, default=3, help="simulated electricity meters (last is a factory)"
+    )
+    d.add_argument(
+        "--water",
+        type=int,
+        default=1,
+        help="water meters with 5 wheels and 4 pointer dials (m³), after the electricity "
+        "meters (default 1; 0 for none)",
+    )
     d.add_argument("--history", default="5w", help="readings to seed on the first run (default 5w)")
     d.add_argument(
         "--backfill", default="36h", help="the end of --history uploaded as photos (default 36h)"
@@ -116,6 +126,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.devices < 1 or args.devices > 50:
         raise ParameterError(f"--devices must be 1-50, got {args.devices}")
+    if args.water < 0 or args.water > 10:
+        raise ParameterError(f"--water must be 0-10, got {args.water}")
     if _port_open("127.0.0.1", args.port):
         raise ParameterError(
             f"port {args.port} is in use; stop what runs there or set GRIDLENS_PORT=8001"
@@ -161,6 +173,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{args.port}"
     state = folder / "simulator.json"
     n_fact = 1 if args.devices >= 3 else 0
+    n_all = args.devices + args.water  # the water meters come last: meter-004 by default
     try:
         srv.start()
         print(
@@ -176,16 +189,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             t_seed = time.monotonic()
             now = time.time()
             kinds = ["household"] * (args.devices - n_fact) + ["factory"] * n_fact
+            kinds += ["water"] * args.water
             fleet = [(f"meter-{i + 1:03d}", k) for i, k in enumerate(kinds)]
             plan = plan_demo_anomalies(fleet, now) if history_s >= 14 * 86400 else []
             sim = Simulator(
-                url, creds["token"], args.devices, interval_s=600.0, speedup=0,
+                url, creds["token"], n_all, interval_s=600.0, speedup=0,
                 start=datetime.fromtimestamp(now - backfill_s, UTC), state_file=state,
-                n_factories=n_fact, name_prefix="meter", anomalies=plan,
+                n_factories=n_fact, n_water=args.water, name_prefix="meter", anomalies=plan,
             )  # fmt: skip
             devices = sim.register()
-            print(f"seeding {args.backfill} of photos from {args.devices} meters, and their "
-                  f"readings back to {args.history} ago", file=sys.stderr)  # fmt: skip
+            water = "".join(
+                f"; {d.name} is a water meter with 4 pointer dials (m³)"
+                for d in devices
+                if d.meter.kind == "water"
+            )
+            print(f"seeding {args.backfill} of photos from {n_all} meters, and their "
+                  f"readings back to {args.history} ago{water}", file=sys.stderr)  # fmt: skip
             _seed_history(db, devices, now - history_s, now - backfill_s)
             if not stopping:
                 sim.run()
@@ -198,8 +217,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if not stopping:
             print(f"meters upload every {args.interval_s:.0f} s; Ctrl-C stops", file=sys.stderr)
             Simulator(
-                url, creds["token"], args.devices, interval_s=args.interval_s, speedup=1.0,
-                state_file=state, n_factories=n_fact, name_prefix="meter", progress=False,
+                url, creds["token"], n_all, interval_s=args.interval_s, speedup=1.0,
+                state_file=state, n_factories=n_fact, n_water=args.water, name_prefix="meter",
+                progress=False,
             ).run()  # fmt: skip
     except KeyboardInterrupt:
         pass

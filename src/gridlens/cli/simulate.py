@@ -6,6 +6,7 @@ Examples::
     gridlens simulate --server URL --devices 20 --speedup 60 --duration 1h    # last hour in 1 min
     gridlens simulate --server URL --devices 3 --backfill 24h                 # last day, fast
     gridlens simulate --server URL --devices 3 --backfill 24h --forever       # ... then live
+    gridlens simulate --server URL --devices 2 --water 1 --backfill 6h        # + a water meter
 
 The admin token comes from ``--token`` or ``GRIDLENS_TOKEN``. ``--state FILE`` keeps the
 device tokens so the next run reuses the devices instead of registering new ones.
@@ -64,6 +65,14 @@ def add_simulate_command(sub: Any, emit_json: EmitJson) -> None:
         "--factories", type=int, default=0, metavar="K", help="of which the last K are factories"
     )
     p.add_argument(
+        "--water",
+        type=int,
+        default=0,
+        metavar="W",
+        help="of which the very last W are water meters: 5 wheels and 4 pointer dials "
+        "(x0.1 ... x0.0001 m³), unit m3, 0.1-0.3 m³ a day (default 0)",
+    )
+    p.add_argument(
         "--interval-s", type=float, default=60.0, help="simulated seconds between photos (60)"
     )
     p.add_argument(
@@ -113,6 +122,11 @@ def simulator_from_args(args: argparse.Namespace, *, now: datetime | None = None
     if not 0 <= args.factories <= args.devices:
         raise ParameterError(
             f"--factories must be 0..--devices ({args.devices}), got {args.factories}"
+        )
+    if not 0 <= args.water <= args.devices - args.factories:
+        raise ParameterError(
+            f"--water must be 0..--devices minus --factories ({args.devices - args.factories}), "
+            f"got {args.water}"
         )
     lo, hi = INTERVAL_RANGE
     if not lo <= args.interval_s <= hi:
@@ -188,6 +202,7 @@ def simulator_from_args(args: argparse.Namespace, *, now: datetime | None = None
         jpeg_quality=args.jpeg_quality,
         progress=not args.no_progress and not args.json,
         n_factories=args.factories,
+        n_water=args.water,
         follow=follow,
         poll_s=args.poll_s,
     )
