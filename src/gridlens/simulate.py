@@ -7,7 +7,7 @@ The simulator is a *client* of the server's device API, the same one the firmwar
    the register (cumulative kWh) at any instant. :func:`household_profile` gives 5-20 kWh a
    day (base load, morning and evening peaks, appliance runs); :func:`factory_profile` a
    weekday two-shift plant of a few MWh a day; :func:`water_profile` a household's water,
-   0.1-0.3 m³ a day (showers, toilet flushes, taps, washing machine and dishwasher fills),
+   mostly 0.1-0.3 m³ a day (showers, toilet flushes, taps, washing machine and dishwasher fills),
    in m³/h and m³ instead of kW and kWh.
 2. :class:`SimMeter` is one meter layout seen by one camera: the reference image and ROI it
    registers with, and photos of the register at any reading (:mod:`gridlens.meter.synth`;
@@ -127,7 +127,7 @@ _TAP = (0.24, 1, 2)  # washing hands, cooking, 4-8 l
 _SHOWER = (0.55, 4, 10)  # ~9 l/min
 _WASHER_FILLS = (0, 12, 40, 55)  # minutes after the start: 4 fills of 2 min at 0.4 m³/h, ~53 l
 _DISHWASHER_FILLS = (0, 25, 70)  # 3 fills of 1 min at 0.24 m³/h, 12 l
-_WATER_DAY_M3 = (0.1, 0.3)
+_WATER_DAY_M3 = (0.06, 0.4)  # hard limits; most days are 0.1-0.3
 _WATER_MAX_M3H = 2.0
 # Meter layouts in the synth renderer are cached (16 entries, ~15 ms to build), so devices
 # share a few face designs; each still registers its own reference.
@@ -284,13 +284,16 @@ class ConsumptionProfile:
         dishwasher, oven, hair dryer, vacuum); every day is kept within 5-20 kWh.
         Factory: base load, a two-shift weekday plateau of 120-300 kW with ramps and a lunch
         dip, a Saturday half shift, machine runs; a few MWh a weekday.
-        Water (a household's water meter, m³): nothing flows at rest (no leak); runs of
-        whole minutes at fixed rates: showers (4-10 min at ~0.55 m³/h, mostly around the
-        morning peak, some in the evening), toilet flushes (6 l) and taps (4-8 l) clustered
+        Water (a household's water meter, m³): 1-3 people, nothing flows at rest (no leak);
+        runs of whole minutes at fixed rates: showers (4-10 min at ~0.55 m³/h, a person on
+        60-95 % of days, mostly after getting up, some in the evening), a flush (6 l) and a
+        tap (4-8 l) on getting up and going to bed, a few night flushes, more flushes and taps
         around the morning and evening peaks and spread over the day, a washing machine
         (4 fills, ~53 l) a few times a week, a dishwasher (3 fills, 12 l) after dinner on some
-        days; more at home at weekends. Every day is then scaled into 0.1-0.3 m³ and the rate
-        capped at 2 m³/h. The counts and rates are plausible, not fitted to measured data.
+        days; more at home at weekends. The flows are then scaled to the household's mean day
+        (0.14-0.22 m³, per 32-day block); most days are 0.1-0.3 m³ (they vary by about a
+        quarter), every day is kept within 0.06-0.4 m³ and the rate is capped at 2 m³/h. The
+        counts and rates are plausible, not fitted to measured data.
     initial_kwh : float, optional
         Register value at 2026-01-01 00:00 local time (default: drawn from the seed).
     utc_offset_h : float
@@ -440,7 +443,8 @@ def factory_profile(seed: int, **kwargs: Any) -> ConsumptionProfile:
 
 
 def water_profile(seed: int, **kwargs: Any) -> ConsumptionProfile:
-    """A household's water: 0.1-0.3 m³ a day, at most 2 m³/h (see :class:`ConsumptionProfile`).
+    """A household's water: mostly 0.1-0.3 m³ a day, at most 2 m³/h (see
+    :class:`ConsumptionProfile`).
 
     Its ``power_kw`` is the flow in m³/h and its ``energy_kwh`` the register in m³.
     """
@@ -482,13 +486,14 @@ def _water_params(rng: np.random.Generator) -> dict[str, float]:
         "m_hour": float(rng.uniform(6.0, 8.0)),
         "e_hour": float(rng.uniform(18.5, 21.0)),
         "bed_hour": float(rng.uniform(22.0, 23.5)),
-        "showers": float(rng.uniform(0.5, 0.9)),  # per person and day
+        "showers": float(rng.uniform(0.6, 0.95)),  # the share of days a person showers
         "evening_showers": float(rng.uniform(0.1, 0.5)),  # the share taken in the evening
         "flushes": float(rng.uniform(1.5, 3.0)),  # per person and day, besides the routine
         "taps": float(rng.uniform(1.0, 4.0)),  # per person and day, besides the routine
         "night": float(rng.uniform(0.1, 0.4)),  # flushes per person and night
         "washer": float(rng.uniform(0.15, 0.25) * people),  # runs a day
         "dishwasher": float(rng.uniform(0.0, 0.9)),  # runs a day
+        "day_m3": float(rng.uniform(0.14, 0.22)),  # the household's mean day
     }
 
 
@@ -568,8 +573,14 @@ def _water_block(
     durs: list[npt.NDArray[np.int64]] = []
     levels: list[F64] = []
 
-    def runs(per_day: npt.ArrayLike, hour_of: Any, rate: float, lo: int, hi: int) -> None:
-        day = np.repeat(np.arange(nd), rng.poisson(np.broadcast_to(per_day, (nd,))))
+    def runs(per_day: npt.ArrayLike | None, hour_of: Any, rate: float, lo: int, hi: int) -> None:
+        """Runs at random times; ``None``: one per person on a ``p["showers"]`` share of days
+        (a habit, not a Poisson count)."""
+        if per_day is None:
+            count = rng.binomial(int(p["people"]), p["showers"], nd)
+        else:
+            count = rng.poisson(np.broadcast_to(per_day, (nd,)))
+        day = np.repeat(np.arange(nd), count)
         hour = np.clip(hour_of(day), 0.0, 23.98)
         starts.append(day * _MIN_PER_DAY + np.round(hour * 60.0).astype(np.int64))
         durs.append(rng.integers(lo, hi + 1, day.size))
@@ -594,7 +605,7 @@ def _water_block(
 
     people, home = p["people"], 1.0 + 0.25 * weekend
     bed = p["bed_hour"] + 0.5 * weekend
-    runs(p["showers"] * people, showers, *_SHOWER)
+    runs(None, showers, *_SHOWER)
     for routine in (  # on getting up and going to bed: a flush and a tap each, most days
         lambda d: rng.normal(m_hour[d] - 0.2, 0.3),
         lambda d: rng.normal(bed[d], 0.4),
@@ -616,11 +627,16 @@ def _water_block(
             durs.append(np.full(day.size, fill_min, dtype=np.int64))
             levels.append(np.full(day.size, rate))
     m3h: F64 = np.zeros(nd * _MIN_PER_DAY)
-    _add_runs(m3h, np.concatenate(starts), np.concatenate(durs), np.concatenate(levels))
+    st, du, lv = np.concatenate(starts), np.concatenate(durs), np.concatenate(levels)
+    inside = st < m3h.size  # a late fill past the block's last minute is not run
+    _add_runs(m3h, st[inside], du[inside], lv[inside])
     per_day = m3h.reshape(nd, _MIN_PER_DAY)
     e = np.maximum(per_day.sum(axis=1) / 60.0, 1e-9)
+    # the household's mean day (the event counts above only set the shape), then every day
+    # within the hard limits (rarely needed: the days vary by about a quarter)
+    e_day = e * (p["day_m3"] / float(e.mean()))
     lo_e, hi_e = _WATER_DAY_M3
-    per_day *= (np.clip(e, lo_e + 0.01, hi_e - 0.01) / e)[:, None]
+    per_day *= (np.clip(e_day, lo_e, hi_e) / e)[:, None]
     np.clip(m3h, 0.0, _WATER_MAX_M3H, out=m3h)  # and no -1e-17 from the run sums
     return m3h
 
