@@ -104,6 +104,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
 
 def _seeding(demo: Demo) -> None:
     demo.wait_for("seeding 2000h")
+    # the three electricity meters and, after them, the water meter with pointer dials
+    assert any("from 4 meters" in ln and "meter-004 is a water meter" in ln for ln in demo.lines)
     assert _port_open(demo.port)
     time.sleep(1.0)  # well inside the seeding: 2000 h is several minutes of uploads
     assert demo.proc.poll() is None, "".join(demo.lines)[-2000:]
