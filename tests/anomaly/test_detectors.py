@@ -450,3 +450,20 @@ def test_the_default_needs_no_pyod_and_its_knn_is_pyods() -> None:
         "assert 'pyod' not in sys.modules, 'pyod imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_profile_scores_stay_finite_on_a_meter_that_is_mostly_zero() -> None:
+    """A water meter: most hours exactly 0 (MAD 0 at every night phase); a night flush must
+    score high but not astronomically (the floor comes from the series' spread)."""
+    from gridlens.anomaly.run import score_consumption
+
+    rng = np.random.default_rng(4)
+    hours = 24 * 35
+    t = 1_700_000_000 + 3600.0 * np.arange(hours)
+    e = np.zeros(hours)
+    day = np.isin(np.arange(hours) % 24, (7, 8, 19, 21))  # showers and a wash, else nothing
+    e[day] = rng.gamma(2.0, 0.02, day.sum())
+    e[24 * 30 + 3] = 0.009  # one night flush
+    doc = score_consumption(t, e)
+    scores = [p["score"] for p in doc["points"] if p["score"] is not None]
+    assert max(scores) < 1e3

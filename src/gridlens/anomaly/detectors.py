@@ -873,7 +873,9 @@ class ProfileDetector(Detector):
         m = _cycles(xn, p)
         self.median_ = _phase_median(xn, p)
         mad = np.median(np.abs(m - self.median_), axis=0)
-        floor = 0.05 * float(np.median(np.abs(xn - np.median(xn)))) + 1e-9
+        # a floor from the whole series: its MAD, or for a series that is mostly one value
+        # (a water meter's zero hours, whose MAD is 0) its standard deviation
+        floor = 0.05 * max(float(np.median(np.abs(xn - np.median(xn)))), float(np.std(xn))) + 1e-9
         self.scale_ = 1.4826 * np.maximum(mad, floor)
 
     def _score(self, xn: F64) -> F64:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gridlens.anomaly.data import Series
-from gridlens.anomaly.detectors import Detector, make_detector
+from gridlens.anomaly.detectors import DEFAULT_MODEL, Detector, make_detector
 from gridlens.anomaly.evaluate import Report, evaluate, events, threshold_from_validation
 from gridlens.errors import InsufficientDataError, check_param
 
@@ -94,7 +94,7 @@ class RunResult:
 
 def detect(
     series: Series,
-    model: str | Detector = "cnn-gru-ae",
+    model: str | Detector = DEFAULT_MODEL,
     *,
     train_fraction: float = 0.6,
     val_fraction: float = 0.2,
