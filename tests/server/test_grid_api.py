@@ -189,3 +189,68 @@ def test_page_renders(api_env: dict[str, Any], n: int) -> None:
     _feeder(env, name="f", builtin="ieee15")
     r = c.get("/grid", headers=env["viewer"], follow_redirects=False)
     assert r.status_code in (200, 303)
+
+
+def test_placement_burst_leaves_the_server_serving(db_url: str, tmp_path: Path) -> None:
+    """A burst of placement studies at a real ``gridlens serve`` (what schemathesis sends,
+    plus the heuristic estimators, whose Dask threads once shared one power-grid-model and
+    killed the server: "double free or corruption"): every request is answered 202, 409
+    (the slots are taken) or its 4xx; at most ``MAX_PLACEMENT_JOBS`` run, each in a child
+    process; the server answers throughout and every accepted study ends done."""
+    import threading
+
+    from gridlens.server.grid_jobs import MAX_PLACEMENT_JOBS
+    from gridlens.server.harness import ServerProcess
+    from gridlens.store import Store
+
+    store = Store.open(db_url)
+    _, _, admin = store.add_user("ada", role="admin")
+    store.close()
+    log = tmp_path / "server.log"
+    with ServerProcess(db_url, tmp_path / "data", log=log) as srv:
+        status, doc = srv.post_json("/api/v1/feeders", {"name": "f", "builtin": "ieee15"}, admin)
+        assert status == 201, doc
+        url = f"/api/v1/feeders/{doc['id']}/placement"
+        valid: list[dict[str, Any]] = [
+            {"estimator": "wls", "fixed": []},
+            {"estimator": "wls", "fixed": [], "k": 3, "scenarios": 15},
+            {},
+            {"estimator": "wls", "fixed": [], "k": 1, "scenarios": 15, "search": "exhaustive"},
+            {"estimator": "pso", "search": "greedy", "scenarios": 2},
+            {"estimator": "ga", "search": "greedy", "scenarios": 2},
+            {"estimator": "pso", "scenarios": 1},
+            {"estimator": "analytic", "k": 2},
+        ]
+        bad = [{"k": 11}, {"fixed": ["nope"]}]
+        answers: dict[int, tuple[int, Any]] = {}
+
+        def post(i: int, body: dict[str, Any]) -> None:
+            answers[i] = srv.post_json(url, body, admin)
+
+        threads = [threading.Thread(target=post, args=(i, b)) for i, b in enumerate(valid + bad)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        codes = [answers[i][0] for i in range(len(valid) + len(bad))]
+        assert all(c in (202, 409) for c in codes[: len(valid)]), answers
+        assert codes[len(valid) :] == [422, 404], answers
+        accepted = [answers[i][1]["id"] for i, c in enumerate(codes) if c == 202]
+        assert 1 <= len(accepted) <= MAX_PLACEMENT_JOBS, answers
+        refused = [answers[i][1] for i, c in enumerate(codes) if c == 409]
+        assert refused and "the most it runs at once" in refused[0]["detail"]
+        deadline = time.monotonic() + 60
+        jobs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            assert srv.get("/healthz", timeout=5)[0] == 200  # serving while they run
+            assert srv.get(f"/api/v1/feeders/{doc['id']}", admin)[0] == 200  # its power flow
+            jobs = [srv.get(f"/api/v1/jobs/{j}", admin)[1] for j in accepted]
+            if all(j["status"] in ("done", "failed") for j in jobs):
+                break
+            time.sleep(0.2)
+        assert [j["status"] for j in jobs] == ["done"] * len(accepted), jobs
+        assert all(j["result"]["best"]["buses"] for j in jobs)
+        status, job = srv.post_json(url, {"k": 2}, admin)  # the slots are free again
+        assert status == 202, job
+        assert srv.proc is not None and srv.proc.poll() is None
+    assert "Internal Server Error" not in log.read_text()

@@ -77,9 +77,21 @@ def _missing_parent_linecodes(path: Path) -> bool:
 
 
 def compile_dss(path: str | Path) -> Any:
-    """Compile and solve ``path`` in OpenDSS; returns the ``opendssdirect`` module."""
+    """Compile and solve ``path`` in OpenDSS; returns the ``opendssdirect`` module.
+
+    Hold :data:`gridlens.grid.engines.DSS_LOCK` while using it (OpenDSS is one engine per
+    process); :func:`load_dss` and :func:`reduction_error` do.
+    """
     import opendssdirect as dss
 
+    from gridlens.grid.engines import DSS_LOCK, dss_changed
+
+    with DSS_LOCK:
+        dss_changed()
+        return _compile_dss(dss, path)
+
+
+def _compile_dss(dss: Any, path: str | Path) -> Any:
     src = Path(path).resolve()
     if not src.is_file():
         raise NotFoundError(f"no such OpenDSS file: {path}")
@@ -127,6 +139,13 @@ def _z1(mat: list[float], n: int) -> float:
 
 def load_dss(path: str | Path) -> Feeder:
     """A balanced :class:`Feeder` from an OpenDSS file (see the module docstring)."""
+    from gridlens.grid.engines import DSS_LOCK
+
+    with DSS_LOCK:
+        return _load_dss(path)
+
+
+def _load_dss(path: str | Path) -> Feeder:
     dss = compile_dss(path)
     src = Path(path)
     names = [str(n).lower() for n in dss.Circuit.AllBusNames()]
@@ -287,12 +306,13 @@ def load_dss(path: str | Path) -> Feeder:
 def reduction_error(path: str | Path, feeder: Feeder | None = None) -> float:
     """Largest |V| difference (pu) between the balanced reduction's power flow and the
     positive-sequence voltages of OpenDSS's own (unbalanced) solution of ``path``."""
-    from gridlens.grid.engines import positive_sequence_voltages, solve_power_flow
+    from gridlens.grid.engines import DSS_LOCK, positive_sequence_voltages, solve_power_flow
 
     f = feeder or load_dss(path)
     reduced = solve_power_flow(f, "pgm")
-    dss = compile_dss(path)
-    names, v = positive_sequence_voltages(dss)
+    with DSS_LOCK:
+        dss = compile_dss(path)
+        names, v = positive_sequence_voltages(dss)
     look = {n.lower(): k for k, n in enumerate(names)}
     full = np.abs(v[[look[b] for b in f.bus_names]])
     return float(np.nanmax(np.abs(full - reduced.v_pu)))

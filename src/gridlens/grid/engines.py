@@ -15,6 +15,7 @@ to the source, and the total series losses.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,10 +25,23 @@ from numpy.typing import NDArray
 from gridlens.errors import ConvergenceError, DataFormatError, ParameterError
 from gridlens.grid.feeder import Feeder, Generator, Load
 
-__all__ = ["ENGINES", "PgmNetwork", "PowerFlowResult", "feeder_to_dss", "solve_power_flow"]
+__all__ = [
+    "DSS_LOCK",
+    "ENGINES",
+    "PgmNetwork",
+    "PowerFlowResult",
+    "dss_compile",
+    "feeder_to_dss",
+    "solve_power_flow",
+]
 
 Engine = Literal["opendss", "pgm"]
 ENGINES: tuple[str, ...] = ("opendss", "pgm")
+
+#: OpenDSS is one engine per process (a global circuit), not safe to drive from two threads
+#: at once: every use in gridlens holds this lock (the server runs OpenDSS only in children).
+DSS_LOCK = threading.RLock()
+_dss_holds = [""]  # the script OpenDSS's circuit was compiled from ("" = changed since)
 
 _SOURCE_SK_VA = 1e15  # stiff source in both engines (MVAsc = 1e9)
 _SOURCE_RX = 0.1
@@ -143,6 +157,23 @@ def _dss_run(dss: Any, script: str) -> None:
             raise DataFormatError(f"OpenDSS rejected {line.split()[0:2]}: {exc}") from None
 
 
+def dss_compile(dss: Any, script: str, *, reuse: bool = False) -> None:
+    """Compile ``script`` into OpenDSS's circuit (hold :data:`DSS_LOCK`). With ``reuse``,
+    a circuit compiled from the same script and only re-solved since is kept; the caller
+    then sets every value it changes."""
+    if reuse and _dss_holds[0] == script:
+        return
+    _dss_holds[0] = ""
+    _dss_run(dss, script)
+    if reuse:
+        _dss_holds[0] = script
+
+
+def dss_changed() -> None:
+    """OpenDSS's circuit was replaced outside :func:`dss_compile` (hold :data:`DSS_LOCK`)."""
+    _dss_holds[0] = ""
+
+
 def positive_sequence_voltages(dss: Any) -> tuple[list[str], NDArray[np.complex128]]:
     """Positive-sequence voltage (pu of each bus's line-to-neutral base) of every bus.
 
@@ -172,11 +203,13 @@ def positive_sequence_voltages(dss: Any) -> tuple[list[str], NDArray[np.complex1
 def _solve_opendss(feeder: Feeder) -> PowerFlowResult:
     import opendssdirect as dss
 
-    _dss_run(dss, feeder_to_dss(feeder))
-    dss.Solution.Solve()
-    if not dss.Solution.Converged():
-        raise ConvergenceError(f"OpenDSS power flow of {feeder.name!r} did not converge")
-    names, v = positive_sequence_voltages(dss)
+    with DSS_LOCK:
+        dss_compile(dss, feeder_to_dss(feeder))
+        dss.Solution.Solve()
+        if not dss.Solution.Converged():
+            raise ConvergenceError(f"OpenDSS power flow of {feeder.name!r} did not converge")
+        names, v = positive_sequence_voltages(dss)
+        losses = dss.Circuit.Losses()
     lookup = {n.lower(): k for k, n in enumerate(names)}
     idx = [lookup[b.lower()] for b in feeder.bus_names]
     phasor = v[idx]
@@ -185,7 +218,6 @@ def _solve_opendss(feeder: Feeder) -> PowerFlowResult:
             f"OpenDSS power flow of {feeder.name!r} has no constant-power solution "
             f"(|V| falls to {np.nanmin(np.abs(phasor)):.2f} pu): the feeder is overloaded"
         )
-    losses = dss.Circuit.Losses()
     # Vsource impedance is part of the circuit losses; it is ~1e-9 of the feeder's.
     return PowerFlowResult(
         feeder.bus_names,
@@ -203,6 +235,10 @@ class PgmNetwork:
 
     Ids: nodes 0..n-1 in feeder bus order, then lines (closed switches as 1 mΩ lines),
     transformers, the source, loads, generators, shunts, and sensors added by the estimators.
+
+    A ``PowerGridModel`` must not calculate in two threads at once (its C++ model keeps
+    state between calls: two Dask threads sharing one corrupted the heap and killed the
+    process), so :attr:`model` is one model per thread.
     """
 
     def __init__(self, feeder: Feeder) -> None:
@@ -292,7 +328,7 @@ class PgmNetwork:
             sh["b1"] = sh["b0"] = [x.q_kvar * 1e3 / (x.kv_ll * 1e3) ** 2 for x in f.shunts]
             data[ComponentType.shunt] = sh
         self.input_data = data
-        self._model: Any = None
+        self._local = threading.local()
 
     def new_ids(self, k: int) -> NDArray[np.int64]:
         out = np.arange(self._next, self._next + k, dtype=np.int64)
@@ -301,18 +337,26 @@ class PgmNetwork:
 
     @property
     def model(self) -> Any:
-        if self._model is None:
+        """This thread's ``PowerGridModel`` of :attr:`input_data` (made on first use)."""
+        model = getattr(self._local, "model", None)
+        if model is None:
             from power_grid_model import PowerGridModel
 
             try:
-                self._model = PowerGridModel(
-                    self.input_data, system_frequency=self.feeder.frequency_hz
-                )
+                model = PowerGridModel(self.input_data, system_frequency=self.feeder.frequency_hz)
             except Exception as exc:
                 raise DataFormatError(
                     f"power-grid-model rejected feeder {self.feeder.name!r}: {exc}"
                 ) from None
-        return self._model
+            self._local.model = model
+        return model
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def load_update(
         self,

@@ -27,6 +27,7 @@ is a tuple of bus indices carrying a µPMU (voltage magnitude and angle).
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ __all__ = [
 
 Placement = tuple[int, ...]
 Complex2D = NDArray[np.complex128]
+_CACHE_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -102,17 +104,19 @@ class Study:
     # tokenised (Dask), and each process rebuilds its own on first use.
     @property
     def engine_cache(self) -> dict[str, Any]:
-        cache: dict[str, Any] | None = self.__dict__.get("_engine_cache")
-        if cache is None:
-            cache = {}
-            self.__dict__["_engine_cache"] = cache
-        return cache
+        with _CACHE_LOCK:
+            cache: dict[str, Any] | None = self.__dict__.get("_engine_cache")
+            if cache is None:
+                cache = {}
+                self.__dict__["_engine_cache"] = cache
+            return cache
 
     @property
     def network(self) -> PgmNetwork:
-        net = self.engine_cache.get("network")
-        if net is None:
-            net = self.engine_cache["network"] = PgmNetwork(self.feeder)
+        with _CACHE_LOCK:
+            net = self.engine_cache.get("network")
+            if net is None:
+                net = self.engine_cache["network"] = PgmNetwork(self.feeder)
         assert isinstance(net, PgmNetwork)
         return net
 
@@ -146,7 +150,11 @@ class Estimator(Protocol):
 
 # -------------------------------------------------------------------------------- exact WLS
 class _SEModel:
-    """power-grid-model network with a voltage sensor at every bus and all power sensors."""
+    """power-grid-model network with a voltage sensor at every bus and all power sensors.
+
+    :attr:`model` is one ``PowerGridModel`` per thread (one must not calculate in two
+    threads at once; the placement search runs chunks on Dask threads).
+    """
 
     def __init__(self, study: Study) -> None:
         from power_grid_model import (
@@ -183,7 +191,18 @@ class _SEModel:
         self.vs_ids, self.ps_ids = vs["id"], ps["id"]
         self.nl, self.ng, self.nz = nl, ng, nz
         self.u_rated = f.kv_ll * 1e3
-        self.model = PowerGridModel(data, system_frequency=f.frequency_hz)
+        self._data, self._frequency = data, f.frequency_hz
+        self._local = threading.local()
+        self._local.model = PowerGridModel(data, system_frequency=f.frequency_hz)
+
+    @property
+    def model(self) -> Any:
+        model = getattr(self._local, "model", None)
+        if model is None:
+            from power_grid_model import PowerGridModel
+
+            model = self._local.model = PowerGridModel(self._data, system_frequency=self._frequency)
+        return model
 
 
 class WLSEstimator:
@@ -200,9 +219,10 @@ class WLSEstimator:
         from power_grid_model import ComponentType, DatasetType
         from power_grid_model import initialize_array as init
 
-        se: _SEModel | None = study.engine_cache.get("se")
-        if se is None:
-            se = study.engine_cache["se"] = _SEModel(study)
+        with _CACHE_LOCK:  # one _SEModel per study, even when Dask threads ask at once
+            se: _SEModel | None = study.engine_cache.get("se")
+            if se is None:
+                se = study.engine_cache["se"] = _SEModel(study)
         m, nm = study.meas, study.noise
         S, n = m.pmu.shape
         places = [study.check_placement(p) for p in placements]
@@ -351,13 +371,20 @@ class _Problem:
         return self._opendss(flat).reshape(G, N, -1)
 
     def _opendss(self, flat: NDArray[np.float64]) -> Complex2D:
+        from gridlens.grid.engines import DSS_LOCK
+
+        with DSS_LOCK:  # OpenDSS's one circuit: one chunk at a time
+            return self._opendss_locked(flat)
+
+    def _opendss_locked(self, flat: NDArray[np.float64]) -> Complex2D:
         import opendssdirect as dss
 
-        f = self.study.feeder
-        if self._dss is None:
-            from gridlens.grid.engines import _dss_run
+        from gridlens.grid.engines import dss_compile
 
-            _dss_run(dss, feeder_to_dss(f))
+        f = self.study.feeder
+        # every load and generator is set below, so the same feeder's circuit is reused
+        dss_compile(dss, feeder_to_dss(f), reuse=True)
+        if self._dss is None:
             names = [str(n).lower() for n in dss.Circuit.AllBusNames()]
             self._dss = [names.index(b.lower()) for b in f.bus_names]
         out = np.empty((len(flat), f.n_bus), dtype=complex)

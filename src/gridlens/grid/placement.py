@@ -166,9 +166,13 @@ class _Runner:
                 bar.step()
             bar.close()
             return out
-        if len(chunks) == 1:
-            res = [fn(study, scorer, chunks[0])]
-            bar.step()
+        if len(chunks) == 1 or getattr(scorer, "engine", "") == "opendss":
+            # OpenDSS is one engine per process, and crashes when threads take turns on it:
+            # its chunks run one after another in this thread
+            res = []
+            for c in chunks:
+                res.append(fn(study, scorer, c))
+                bar.step()
             bar.close()
             return res
         from dask.base import compute

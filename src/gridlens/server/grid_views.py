@@ -2,15 +2,16 @@
 
 Feeders are viewed by any user and changed by an admin (add by built-in name or uploaded
 .dss files, remove, put meters on buses, set the µPMUs). The placement study runs as a
-background job of the server process that accepted it (a thread; its progress and result are
-in the database, so any process answers ``GET /api/v1/jobs/{id}``). Estimates are brought up
-to date (:func:`gridlens.server.grid_se.refresh`) before they are served.
+background job of the server process that accepted it, in a child process of its own
+(:mod:`gridlens.server.grid_jobs`: at most ``MAX_PLACEMENT_JOBS`` at once, then 409; its
+progress and result are in the database, so any process answers ``GET /api/v1/jobs/{id}``).
+Estimates are brought up to date (:func:`gridlens.server.grid_se.refresh`) before they are
+served.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from gridlens.errors import NotFoundError, ParameterError
-from gridlens.server import grid_se
+from gridlens.server import grid_jobs, grid_se
 from gridlens.server.auth import Admin, Operator, Viewer
 from gridlens.server.contract import DateTime, DeviceId, errors
 from gridlens.server.guard import GuardedRoute, body_limit
@@ -300,14 +301,19 @@ def get_estimates(
     responses=errors(
         *_BODY,
         404,
+        409,
         e404=_E404,
+        e409=f"{grid_jobs.MAX_PLACEMENT_JOBS} placement studies are already running on this "
+        "server (the most it runs at once): start it again when one is done",
         e422="K out of range or more than the feeder's buses, more fixed buses than K, or an "
         "exhaustive search too large",
     ),
     description="Start the µPMU placement study of this feeder (operator): K µPMUs, the "
-    "fixed buses, the estimator and the search. It runs in the background; follow it with "
-    "`GET /api/v1/jobs/{id}` (progress 0..1, then the result: placements best first with "
-    "their mean TVE, the best one's per-bus TVE).",
+    "fixed buses, the estimator and the search. It runs in the background, in a process of "
+    f"its own (at most {grid_jobs.MAX_PLACEMENT_JOBS} at once per server process, each "
+    f"limited to {grid_jobs.JOB_CPU_S} s of CPU time and {grid_jobs.JOB_WALL_S} s in all); "
+    "follow it with `GET /api/v1/jobs/{id}` (progress 0..1, then the result: placements best "
+    "first with their mean TVE, the best one's per-bus TVE; or the error).",
 )
 def start_placement(
     feeder_id: FeederId, body: PlacementNew, request: Request, who: Operator
@@ -328,45 +334,8 @@ def start_placement(
                 "or a smaller k"
             )
     params = body.model_dump() | {"fixed": fixed}
-    job = store.add_job("placement", row.id, params, actor=who.name)
-    threading.Thread(
-        target=_run_placement,
-        args=(store, job.id, row.id, params),
-        daemon=True,
-        name=f"placement-{job.id}",
-    ).start()
+    job = grid_jobs.start_placement(store, row.id, row.model, params, actor=who.name)  # 409
     return job_dict(job)
-
-
-def _run_placement(store: Store, job_id: int, feeder_id: int, params: dict[str, Any]) -> None:
-    from gridlens.grid.estimation import Study
-    from gridlens.grid.placement import search
-
-    try:
-        store.update_job(job_id, status="running")
-        f = grid_se.load_model(store.feeder(feeder_id))
-        study = Study.build(f, int(params["scenarios"]), seed=0)
-        last = [0.0]
-
-        def tick(frac: float) -> None:
-            now = time.monotonic()
-            if now - last[0] > 0.3 or frac >= 1.0:
-                last[0] = now
-                store.update_job(job_id, progress=round(min(frac, 0.99), 4))
-
-        res = search(
-            study,
-            int(params["k"]),
-            estimator=str(params["estimator"]),
-            fixed=list(params["fixed"]),
-            method=str(params["search"]),
-            callback=tick,
-        )
-        doc = res.to_dict(limit=20)
-        doc["bus_names"] = list(f.bus_names)
-        store.update_job(job_id, status="done", progress=1.0, result=doc)
-    except Exception as exc:  # the job's failure is its result
-        store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
 
 
 @api.get(
