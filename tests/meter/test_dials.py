@@ -188,20 +188,22 @@ def _dial(value: float, *, needle: tuple[int, int, int], face: tuple[int, int, i
         ((245, 245, 245), (30, 30, 30), "line"),  # white on black
     ],
 )
+@pytest.mark.parametrize("method", ["cnn", "geometric"])
 def test_needle_reader_colours_and_shapes(
-    needle: tuple[int, int, int], face: tuple[int, int, int], shape: str
+    needle: tuple[int, int, int], face: tuple[int, int, int], shape: str, method: str
 ) -> None:
     for v in np.arange(0.0, 10.0, 0.7):
-        r = read_dial(_dial(float(v), needle=needle, face=face, shape=shape))
+        r = read_dial(_dial(float(v), needle=needle, face=face, shape=shape), method=method)  # type: ignore[arg-type]
         err = abs((r.value - v + 5) % 10 - 5)
         assert err <= 0.2, (v, r.value)
         assert r.confidence > 0.5
 
 
-def test_needle_reader_off_centre_and_ccw() -> None:
+@pytest.mark.parametrize("method", ["cnn", "geometric"])
+def test_needle_reader_off_centre_and_ccw(method: str) -> None:
     for v in (1.3, 4.6, 8.2):
         img = _dial(v, needle=(40, 40, 220), face=(245, 245, 245), shift=(7, -5), ccw=True)
-        r = read_dial(img, direction="ccw")
+        r = read_dial(img, direction="ccw", method=method)  # type: ignore[arg-type]
         assert abs((r.value - v + 5) % 10 - 5) <= 0.2, (v, r.value)
 
 
@@ -222,8 +224,22 @@ def test_needle_reader_bad_input() -> None:
         read_dial(np.zeros((20, 20, 3), np.uint8), direction="up")  # type: ignore[arg-type]
     with pytest.raises(ParameterError):
         read_dial(np.zeros((20, 20, 3), np.uint8), zero_deg=math.nan)
-    blank = read_dial(np.full((40, 40, 3), 200, np.uint8))  # nothing to read: no confidence
-    assert blank.confidence < 0.5
+    with pytest.raises(ParameterError, match="method"):
+        read_dial(np.zeros((20, 20, 3), np.uint8), method="magic")  # type: ignore[arg-type]
+    for method in ("cnn", "geometric"):  # nothing to read: no confidence
+        blank = read_dial(np.full((40, 40, 3), 200, np.uint8), method=method)  # type: ignore[arg-type]
+        assert blank.confidence < 0.5, method
+
+
+def test_the_shipped_pointer_model_and_its_card() -> None:
+    from gridlens.meter.dials import needle_model, read_dials
+
+    model = needle_model(required=True)
+    assert model is not None and model.card["training_data"].startswith("synthetic only")
+    crops = [_dial(v, needle=(40, 40, 220), face=(245,) * 3) for v in (1.0, 6.5)]
+    reads = read_dials(crops, ["cw", "cw"], [0.0, 0.0])
+    assert abs(reads[0].value - 1.0) <= 0.2 and abs(reads[1].value - 6.5) <= 0.2
+    assert all(r.dial_probability > 0.9 for r in reads)
 
 
 # --- the CLI -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from gridlens.errors import ComputationError
 from gridlens.meter.align import Aligner, crop_digits
 from gridlens.meter.carry import resolve_wheels
-from gridlens.meter.dials import read_dial
+from gridlens.meter.dials import read_dials
 from gridlens.meter.image import decode_image
 from gridlens.meter.model import DigitReader, load_reader
 from gridlens.meter.plausibility import Decision, History, Limits, judge
@@ -167,10 +167,15 @@ class MeterReader:
             cont, positions, conf = self.model.read_crops_continuous(crops)
         else:  # a register of dials only
             cont = positions = conf = np.zeros(0)
-        dial_reads = [
-            read_dial(c, direction=d.direction, zero_deg=d.zero_deg)  # type: ignore[arg-type]
-            for c, d in zip(dial_crops, dials, strict=True)
-        ]
+        dial_reads = (
+            read_dials(
+                dial_crops,
+                [d.direction for d in dials],  # type: ignore[misc]
+                [d.zero_deg for d in dials],
+            )
+            if dials
+            else []
+        )
         all_pos = np.concatenate([np.asarray(cont, float), [r.value for r in dial_reads]])
         all_conf = np.concatenate([np.asarray(conf, float), [r.confidence for r in dial_reads]])
         places = self.roi.places
