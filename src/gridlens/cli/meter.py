@@ -113,6 +113,12 @@ def add_meter_commands(sub: Any, emit_json: Any) -> None:
     dl.add_argument(
         "--zero-deg", type=float, default=0.0, help="where the 0 is, degrees clockwise from 12"
     )
+    dl.add_argument(
+        "--method",
+        choices=("auto", "cnn", "geometric"),
+        default="auto",
+        help="the shipped pointer CNN (auto, when installed) or the model-free reader",
+    )
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(func=lambda a: _cmd_read_dials(a, emit_json))
 
@@ -347,18 +353,21 @@ def _cmd_read_digits(args: argparse.Namespace, emit_json: Any) -> int:
 
 
 def _cmd_read_dials(args: argparse.Namespace, emit_json: Any) -> int:
-    from gridlens.meter.dials import read_dial
+    from gridlens.meter.dials import read_dials
     from gridlens.meter.image import decode_image
 
     files = _collect_images(args.paths)
-    rows = []
-    for f in files:
-        r = read_dial(
-            decode_image(f), direction="ccw" if args.ccw else "cw", zero_deg=args.zero_deg
-        )
-        rows.append(
-            {"file": str(f), "value": round(r.value, 1), "confidence": r.to_dict()["confidence"]}
-        )
+    n = len(files)
+    reads = read_dials(
+        [decode_image(f) for f in files],
+        ["ccw" if args.ccw else "cw"] * n,
+        [args.zero_deg] * n,
+        method=args.method,
+    )
+    rows = [
+        {"file": str(f), "value": round(r.value, 1), "confidence": r.to_dict()["confidence"]}
+        for f, r in zip(files, reads, strict=True)
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
