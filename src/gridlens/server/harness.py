@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,8 +67,10 @@ class ServerProcess:
         mqtt: str | None = None,
         log: str | os.PathLike[str] | None = None,
         request_log: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.db = db
+        self.extra_args = list(extra_args)  # more `gridlens serve` options
         self.data_dir = str(data_dir)
         self.port = port or free_port()
         self.workers = workers
@@ -91,6 +93,7 @@ class ServerProcess:
             cmd += ["--mqtt", self.mqtt]
         if not self.request_log:
             cmd.append("--no-request-log")
+        cmd += self.extra_args
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd,

@@ -34,14 +34,14 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from gridlens.errors import ConflictError, NotFoundError, ParameterError
-from gridlens.store.models import Command, Device, Token
+from gridlens.store.mixin import StoreMixin
+from gridlens.store.models import Command, Token
 from gridlens.store.timeutil import iso
 
 __all__ = [
@@ -199,24 +199,8 @@ def _ack_fields(payload: Any) -> tuple[int | None, str | None]:
     return cid, None
 
 
-class CommandsMixin:
+class CommandsMixin(StoreMixin):
     """The command methods of :class:`gridlens.store.repo.Store`."""
-
-    if TYPE_CHECKING:
-
-        def session(self) -> AbstractContextManager[Session]: ...
-
-        def device(self, device_id: int) -> Device: ...
-
-        @staticmethod
-        def _audit(
-            s: Session,
-            actor: str,
-            action: str,
-            target: str | None = None,
-            detail: dict[str, Any] | None = None,
-            now: float | None = None,
-        ) -> None: ...
 
     def add_command(
         self,

@@ -23,8 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -42,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from gridlens.errors import NotFoundError, ParameterError
+from gridlens.store.mixin import StoreMixin
 from gridlens.store.models import Base, BigId, Device
 from gridlens.store.timeutil import iso
 
@@ -179,24 +179,8 @@ def _muted(s: Session, device_id: int, now: float) -> AnomalyMute | None:
     return m
 
 
-class AnomalyEventsMixin:
+class AnomalyEventsMixin(StoreMixin):
     """The anomaly-event methods of :class:`gridlens.store.repo.Store`."""
-
-    if TYPE_CHECKING:
-
-        def session(self) -> AbstractContextManager[Session]: ...
-
-        def device(self, device_id: int) -> Device: ...
-
-        @staticmethod
-        def _audit(
-            s: Session,
-            actor: str,
-            action: str,
-            target: str | None = None,
-            detail: dict[str, Any] | None = None,
-            now: float | None = None,
-        ) -> None: ...
 
     # ------------------------------------------------------------------ scoring results
     def record_anomaly_scores(

@@ -36,10 +36,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from gridlens.errors import ConflictError, NotFoundError, ParameterError
+from gridlens.store.mixin import StoreMixin
 from gridlens.store.models import Base, BigId, Device
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
+    pass
 
 __all__ = ["FeederHour", "FeederMeter", "FeederRow", "FeedersMixin", "GridJob", "feeder_summary"]
 
@@ -145,22 +146,8 @@ def job_dict(j: GridJob) -> dict[str, Any]:
     }
 
 
-class FeedersMixin:
+class FeedersMixin(StoreMixin):
     """The feeder methods of :class:`gridlens.store.repo.Store`."""
-
-    if TYPE_CHECKING:
-
-        def session(self) -> AbstractContextManager[Session]: ...
-
-        @staticmethod
-        def _audit(
-            s: Session,
-            actor: str,
-            action: str,
-            target: str | None = None,
-            detail: dict[str, Any] | None = None,
-            now: float | None = None,
-        ) -> None: ...
 
     # ------------------------------------------------------------------ feeders
     def add_feeder(
