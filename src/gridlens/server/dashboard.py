@@ -349,7 +349,7 @@ def draw_reading(img: _U8, roi: Any, reading: Reading, unit: str, note: str | No
         _label(out, ctext, (cx - cw // 2, min(h - 3, b.y2 + ch + 6)), scale * 0.85, color)
     when = datetime.fromtimestamp(reading.captured_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if reading.status == "ok" and reading.value is not None:
-        head, color = f"{when}  ok  {reading.value:g} {unit}", (60, 220, 60)
+        head, color = f"{when}  ok  {reading.value:.{roi.places}f} {unit}", (60, 220, 60)
     else:
         head, color = f"{when}  rejected: {reading.reason or '?'}", (80, 80, 255)
     lines = [head] + ([note] if note else [])
