@@ -423,6 +423,17 @@ class NeedleModel:
             out.append(np.asarray(p, np.float32))
         return np.concatenate(out)
 
-    def angles(self, crops: list[U8]) -> tuple[F64, F64, F64]:
-        """Pointer angle [deg clockwise from up], confidence and ``P(dial)`` per crop."""
-        return decode_needle(self.probabilities(crops))
+    def angles(self, crops: list[U8], *, mirror: bool = False) -> tuple[F64, F64, F64]:
+        """Pointer angle [deg clockwise from up], confidence and ``P(dial)`` per crop.
+
+        ``mirror``: also read each crop mirrored left-right and average the two answers (the
+        mirror's direction classes flipped back), at twice the cost. Off by default: on
+        held-out synthetic crops it gave 99.2 % against 98.9 % within +-0.2 (3 crops of
+        1,000), on the real wmsc crops 94.0 % against 96.4 % (2 of 84): no gain beyond noise.
+        """
+        p = self.probabilities(crops)
+        if mirror and crops:
+            pm = self.probabilities([np.ascontiguousarray(c[:, ::-1]) for c in crops])
+            back = np.concatenate([pm[:, :N_BINS][:, ::-1], pm[:, N_BINS:]], axis=1)
+            p = (p + back) / 2.0
+        return decode_needle(p)
