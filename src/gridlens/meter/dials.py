@@ -8,9 +8,9 @@ file is installed, as it is in the package):
 A 64x64 colour crop -> 100 pointer directions (3.6 degrees each) and "no dial here". The
 angle is the circular mean of the probabilities at the peak; the confidence is the
 probability within +-0.2 of a division of it, times P(dial). Chosen over the geometric reader
-on held-out synthetic crops (99.3 % against 80.5 % within +-0.2); on the real wmsc crops,
-which neither reader trained on but the geometric one was developed against, 95.3 % against
-93.0 %.
+on held-out synthetic crops (99.7 % against 81.2 % within +-0.2); on the real wmsc and
+laurynas crops, which it never saw (the geometric reader was developed against them), 98.8 %
+against 93.0 %.
 
 **The geometric reader** (:func:`read_dial_geometric`; no model, ~0.3 ms a dial):
 

@@ -15,10 +15,9 @@ or a wheel window, and gives each a factor:
 
 The proposal is a starting point for the setup page, where every dial can be moved, resized,
 removed, and its factor and direction changed. Measured (not held out: these are the photos
-it was developed on): the reference photos of wmsc (4 dials and one false circle on the
-meter's rubber rim) and laurynas (its 1 dial), 5 synthetic water meters (all 4 dials, none
-false), 5 wheel-only meters (no dial proposed); registers: the dials are found but boxed at
-their inner ring.
+it was developed on): the reference photos of wmsc (its 4 dials, in the right order) and
+laurynas (its 1 dial), 5 synthetic water meters (all 4 dials, none false), 5 wheel-only
+meters (no dial proposed); registers: the dials are found but boxed at their inner ring.
 """
 
 from __future__ import annotations

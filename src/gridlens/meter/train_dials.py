@@ -10,8 +10,9 @@ wrapped around the circle). The training data are synthetic only
 (:func:`gridlens.meter.synth_dials.render_dial_crop`: random faces, numerals, rings,
 needles red, black or white, arrows, wedges and lines with counterweights, off-centre,
 perspective, glare, blur, noise, JPEG) and, for "no dial", random crops of synthetic meter
-scenes away from the dials (wheel meters, water meters, dial registers) and crops of dials
-more than a third off-centre. Flips and quarter turns of a crop are free augmentation: the
+scenes away from the dials (wheel meters, water meters, dial registers), crops of dials
+more than a third off-centre, and textures (grainy rubber or metal with bezel arcs and
+edges). Flips and quarter turns of a crop are free augmentation: the
 label turns with the pointer. No real photo is used, so every real dial is held out.
 """
 
@@ -84,6 +85,32 @@ class DialTrainConfig:
     threads: int = 2
 
 
+def _texture(rng: np.random.Generator, s: int) -> U8:
+    """A crop of what surrounds dials on a meter photo and is no dial: grainy rubber or
+    metal (blurred noise at a random scale, any colour), with bezel arcs and edges across it."""
+    big = 4 * s
+    coarse = rng.normal(0.0, 1.0, (big // int(rng.integers(1, 8)) + 1,) * 2).astype(np.float32)
+    grain = np.asarray(cv2.resize(coarse, (big, big), interpolation=cv2.INTER_LINEAR), np.float32)
+    base = rng.uniform(10, 230, 3).astype(np.float32)
+    img = base[None, None, :] + grain[..., None] * float(rng.uniform(5, 60))
+    for _ in range(int(rng.integers(0, 4))):  # arcs of rings and bezels, straight edges
+        colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
+        thick = int(rng.integers(2, 18))
+        if rng.random() < 0.6:
+            centre = (int(rng.integers(-2 * big, 3 * big)), int(rng.integers(-2 * big, 3 * big)))
+            radius = int(rng.integers(big // 2, 4 * big))
+            cv2.circle(img, centre, radius, colour, thick)
+        else:
+            p0 = (int(rng.integers(0, big)), int(rng.integers(0, big)))
+            p1 = (int(rng.integers(0, big)), int(rng.integers(0, big)))
+            cv2.line(img, p0, p1, colour, thick)
+    img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.5, 3.0)))
+    x0, y0 = (int(v) for v in rng.integers(0, big - s, 2))
+    side = int(rng.integers(s, big - max(x0, y0)))
+    crop = cv2.resize(img[y0 : y0 + side, x0 : x0 + side], (s, s), interpolation=cv2.INTER_AREA)
+    return np.clip(crop, 0, 255).astype(np.uint8)
+
+
 def _negatives(n: int, rng: np.random.Generator) -> U8:
     """Crops with no centred dial: pieces of synthetic meter scenes and off-centre dials."""
     from gridlens.meter.synth import render_meter
@@ -93,7 +120,11 @@ def _negatives(n: int, rng: np.random.Generator) -> U8:
     out = np.zeros((n, s, s, 3), np.uint8)
     k = 0
     while k < n:
-        kind = rng.integers(0, 4)
+        kind = rng.integers(0, 5)
+        if kind == 4:  # a texture: rubber, brushed metal, bezels, cables, shadows
+            out[k] = _texture(rng, s)
+            k += 1
+            continue
         if kind == 3:  # a dial, but far off-centre in its crop
             img, _ = render_dial_crop(float(rng.uniform(0, 10)), size=2 * s,
                                       seed=int(rng.integers(1 << 30)))  # fmt: skip
@@ -228,7 +259,7 @@ def train_dial_model(
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
-            total += float(loss) * idx.shape[0]
+            total += float(loss.item()) * idx.shape[0]
         metrics = _evaluate(model, xv_np, av_np, dv_np)
         print(f"epoch {ep + 1}/{cfg.epochs}: loss {total / x.shape[0]:.3f} "
               f"held-out synthetic {metrics}  {time.perf_counter() - t0:.0f} s",
