@@ -124,7 +124,7 @@ def speed() -> None:
 
 def whole_meters(n: int) -> None:
     from gridlens.meter.image import decode_image, encode_jpeg
-    from gridlens.meter.synth_dials import (
+    from gridlens.meter.synth_dial_meters import (
         render_register,
         render_register_reference,
         render_water_meter,

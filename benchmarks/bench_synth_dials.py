@@ -6,8 +6,8 @@ Rows, each the best of ``--repeat`` runs in one process (single-threaded numpy):
   wheel-crop renderer :func:`gridlens.meter.synth.render_digit_crop` (32x48 crops) called
   in a loop;
 - ``render_dial_crop`` called once per crop (with its truth dict);
-- whole photos: :func:`~gridlens.meter.synth_dials.render_water_meter` (5 wheels, 4 dials)
-  and :func:`~gridlens.meter.synth_dials.render_register` (5 dials) against the anchor
+- whole photos: :func:`~gridlens.meter.synth_dial_meters.render_water_meter` (5 wheels, 4 dials)
+  and :func:`~gridlens.meter.synth_dial_meters.render_register` (5 dials) against the anchor
   :func:`gridlens.meter.synth.render_meter` (6 wheels), all 640x480 with JPEG.
 
 The ratio column is ours / anchor in crops (or photos) per second, measured in the same run.
@@ -26,12 +26,8 @@ from collections.abc import Callable
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from gridlens.meter.synth import render_digit_crop, render_meter
-from gridlens.meter.synth_dials import (
-    dial_dataset,
-    render_dial_crop,
-    render_register,
-    render_water_meter,
-)
+from gridlens.meter.synth_dial_meters import render_register, render_water_meter
+from gridlens.meter.synth_dials import dial_dataset, render_dial_crop
 
 
 def _rate(fn: Callable[[], object], n: int, repeat: int) -> float:

@@ -12,7 +12,7 @@ The simulator is a *client* of the server's device API, the same one the firmwar
 2. :class:`SimMeter` is one meter layout seen by one camera: the reference image and ROI it
    registers with, and photos of the register at any reading (:mod:`gridlens.meter.synth`;
    a water meter, 5 wheels and 4 pointer dials x0.1 ... x0.0001 m³, from
-   :mod:`gridlens.meter.synth_dials`).
+   :mod:`gridlens.meter.synth_dial_meters`).
 3. :class:`Simulator` registers ``n_devices`` cameras through ``POST /api/v1/devices`` (or
    reuses them from a state file), then takes a photo per device every ``interval_s`` of
    simulated time and uploads it like the firmware does: a capture id and ``X-Captured-At``
@@ -73,7 +73,11 @@ from gridlens.errors import DataFormatError, InputError, ParameterError, check_p
 from gridlens.meter.image import encode_jpeg
 from gridlens.meter.roi import MeterROI
 from gridlens.meter.synth import matches_register, render_meter, render_reference
-from gridlens.meter.synth_dials import WATER_FACTORS, render_water_meter, render_water_reference
+from gridlens.meter.synth_dial_meters import (
+    WATER_FACTORS,
+    render_water_meter,
+    render_water_reference,
+)
 
 __all__ = [
     "ANOMALY_KINDS",
@@ -685,7 +689,7 @@ class SimMeter:
         x0.01, x0.001, x0.0001 m³, max rate 2 m³/h; unit ``m3``).
     layout_seed : int
         Face design passed to :func:`gridlens.meter.synth.render_meter` (water:
-        :func:`gridlens.meter.synth_dials.render_water_meter`).
+        :func:`gridlens.meter.synth_dial_meters.render_water_meter`).
     profile : ConsumptionProfile
         The load behind the meter.
     reference : numpy.ndarray

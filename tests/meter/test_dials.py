@@ -290,7 +290,7 @@ def test_real_water_meters_with_dials() -> None:
 
 def test_synthetic_dial_register_end_to_end() -> None:
     from gridlens.meter.reading import MeterReader
-    from gridlens.meter.synth_dials import render_register, render_register_reference
+    from gridlens.meter.synth_dial_meters import render_register, render_register_reference
 
     ref, roi_doc = render_register_reference(layout_seed=1, seed=1)
     roi = MeterROI.from_dict(roi_doc)
@@ -313,7 +313,7 @@ def test_synthetic_dial_register_end_to_end() -> None:
 
 def test_synthetic_water_meter_end_to_end() -> None:
     from gridlens.meter.reading import MeterReader
-    from gridlens.meter.synth_dials import render_water_meter, render_water_reference
+    from gridlens.meter.synth_dial_meters import render_water_meter, render_water_reference
 
     ref, roi_doc = render_water_reference(layout_seed=2, seed=2)
     reader = MeterReader(MeterROI.from_dict(roi_doc), reference=ref)

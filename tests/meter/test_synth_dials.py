@@ -13,19 +13,17 @@ import pytest
 from gridlens.errors import ParameterError
 from gridlens.meter.align import Aligner
 from gridlens.meter.roi import Box, MeterROI, Reference, load_roi
-from gridlens.meter.synth_dials import (
+from gridlens.meter.synth_dial_meters import (
     WATER_FACTORS,
-    DialStyle,
-    dial_dataset,
     dial_positions,
     register_directions,
-    render_dial_crop,
     render_register,
     render_register_reference,
     render_water_meter,
     render_water_reference,
     write_dial_example,
 )
+from gridlens.meter.synth_dials import DialStyle, dial_dataset, render_dial_crop
 
 CLEAN = {
     "perspective": 0.0,

@@ -17,7 +17,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from gridlens.meter.image import encode_jpeg  # noqa: E402
-from gridlens.meter.synth_dials import render_water_reference  # noqa: E402
+from gridlens.meter.synth_dial_meters import render_water_reference  # noqa: E402
 
 __all__ = ["browser", "server"]  # the fixtures, shared with test_browser
 

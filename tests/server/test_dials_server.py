@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gridlens.meter.image import decode_image, encode_jpeg
-from gridlens.meter.synth_dials import render_water_meter, render_water_reference
+from gridlens.meter.synth_dial_meters import render_water_meter, render_water_reference
 from tests.server.conftest import upload_headers
 
 

@@ -114,7 +114,8 @@ def _texture(rng: np.random.Generator, s: int) -> U8:
 def _negatives(n: int, rng: np.random.Generator) -> U8:
     """Crops with no centred dial: pieces of synthetic meter scenes and off-centre dials."""
     from gridlens.meter.synth import render_meter
-    from gridlens.meter.synth_dials import render_dial_crop, render_register, render_water_meter
+    from gridlens.meter.synth_dial_meters import render_register, render_water_meter
+    from gridlens.meter.synth_dials import render_dial_crop
 
     s = NEEDLE_SIZE
     out = np.zeros((n, s, s, 3), np.uint8)
