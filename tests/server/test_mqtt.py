@@ -821,3 +821,38 @@ def test_water_meter_dials_publish_and_discover(
     assert json.loads(sub.wait_for(f"gl{tag}/{seg}/json"))["dials"] == dials
     for topic in dial_cfgs:
         assert json.loads(sub.wait_for(topic))["unique_id"].endswith(("_dial1", "_dial2"))
+
+
+def test_retained_messages_of_publish_survive_a_broker_that_forgot_them(
+    tmp_path: Path, make_bridge: Callable[..., MqttBridge], clients: list[Client], tag: str
+) -> None:
+    """The anomaly notifier's Home Assistant discovery goes through publish(retain=True):
+    after a broker restart without persistence it is published again; a cleared one is not."""
+    broker = Broker(tmp_path, persistent=False)
+    broker.start()
+    try:
+        bridge = make_bridge(broker.port)
+        keep, gone = f"ha{tag}/binary_sensor/x/anomaly/config", f"ha{tag}/binary_sensor/y/config"
+        bridge.publish(keep, '{"name": "Anomaly"}', retain=True)
+        bridge.publish(gone, '{"name": "Old"}', retain=True)
+        bridge.publish(gone, "", retain=True)  # cleared: forgotten
+        bridge.publish(f"gl{tag}/plain", "not kept", retain=False)
+        assert bridge.wait_idle(5)
+        broker.stop()
+        assert wait_until(lambda: not bridge.connected)
+        broker.start()  # same port, empty: no persistence
+        assert wait_until(lambda: bridge.connected, timeout=15)
+        assert bridge.wait_idle(10)
+        late = Client(broker.port, [f"ha{tag}/#", f"gl{tag}/plain"])
+        clients.append(late)
+        assert late.wait_for(keep) == b'{"name": "Anomaly"}'
+        time.sleep(0.5)
+        with late.cond:
+            topics = {t for t, _, _ in late.messages}
+        assert gone not in topics and f"gl{tag}/plain" not in topics
+        bridge.stop()
+    finally:
+        for c in clients:
+            c.close()
+        clients.clear()
+        broker.stop()

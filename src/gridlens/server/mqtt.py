@@ -300,6 +300,7 @@ class MqttBridge:
         self._connect_failures = 0
         self._devices: dict[int, DeviceInfo] = {}
         self._availability: dict[int, tuple[DeviceInfo, bool]] = {}
+        self._retained: dict[str, str] = {}  # retained messages of publish(), by topic
         self._acks = 0
         self._acks_refused = 0
         self._cond = threading.Condition()
@@ -506,7 +507,15 @@ class MqttBridge:
 
     def publish(self, topic: str, payload: str, retain: bool = False) -> bool:
         """Publish one QoS 1 message (e.g. anomaly notifications, ``server/anomaly_notify.py``);
-        never raises, never blocks on the network."""
+        never raises, never blocks on the network. A retained one is published again after
+        every reconnect, as the device discovery is (a broker restarted without persistence
+        has lost it); an empty retained payload clears the topic and is forgotten."""
+        if retain:
+            with self._lock:
+                if payload:
+                    self._retained[topic] = payload
+                else:
+                    self._retained.pop(topic, None)
         return self._publish(topic, payload, retain)
 
     def publish_availability(self, device: DeviceInfo, online: bool) -> None:
@@ -637,6 +646,7 @@ class MqttBridge:
             self._connect_failures = 0
             devices = list(self._devices.values())
             availability = list(self._availability.values())
+            retained = list(self._retained.items())
         self._log.info("MQTT bridge connected to %s:%d", self.host, self.port)
         self._publish(self.status_topic, _ONLINE, retain=True)
         client.subscribe(f"{self.prefix}/+/ack", qos=_QOS)
@@ -644,6 +654,8 @@ class MqttBridge:
             self._publish_discovery(device)
         for device, online in availability:
             self._publish(self.topic(device, "connection"), _ONLINE if online else _OFFLINE, True)
+        for topic, payload in retained:
+            self._publish(topic, payload, True)
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         with self._lock:
