@@ -340,16 +340,21 @@ def _cmd_read_digits(args: argparse.Namespace, emit_json: Any) -> int:
     files = _collect_images(args.paths)
     crops = [decode_image(f) for f in files]
     values, conf = reader.read_crops(crops)
+    _print_crops(files, [float(v) for v in values], [float(c) for c in conf], args.json)
+    return 0
+
+
+def _print_crops(files: list[Path], values: list[float], conf: list[float], as_json: bool) -> None:
+    """One row per crop (read-digits, read-dials): ``[{file, value, confidence}]`` or text."""
     rows = [
-        {"file": str(f), "value": round(float(v), 1), "confidence": round(float(c), 4)}
+        {"file": str(f), "value": round(v, 1), "confidence": round(c, 4)}
         for f, v, c in zip(files, values, conf, strict=True)
     ]
-    if args.json:
+    if as_json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             print(f"{r['value']:4.1f}  {r['confidence']:.2f}  {r['file']}")
-    return 0
 
 
 def _cmd_read_dials(args: argparse.Namespace, emit_json: Any) -> int:
@@ -364,15 +369,7 @@ def _cmd_read_dials(args: argparse.Namespace, emit_json: Any) -> int:
         [args.zero_deg] * n,
         method=args.method,
     )
-    rows = [
-        {"file": str(f), "value": round(r.value, 1), "confidence": r.to_dict()["confidence"]}
-        for f, r in zip(files, reads, strict=True)
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for row in rows:
-            print(f"{row['value']:4.1f}  {row['confidence']:.2f}  {row['file']}")
+    _print_crops(files, [r.value for r in reads], [r.confidence for r in reads], args.json)
     return 0
 
 

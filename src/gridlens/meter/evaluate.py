@@ -128,15 +128,28 @@ def evaluate_series(
             res.exact_single += 1
         else:
             res.misses.append(f"{f}: read {r.value} ({r.reason or r.raw}), person reads {t}")
+    truth = dict(zip(ps.files, ps.truth, strict=True))
+    accepted, res.accepted_decreases = _in_sequence(reader, photos)
+    res.exact_sequence = sum(_same(v, truth[f], dec) for f, v in accepted)
+    return res
+
+
+def _in_sequence(
+    reader: MeterReader, photos: dict[str, Any]
+) -> tuple[list[tuple[str, float]], int]:
+    """Read ``photos`` by file name (i.e. by time) with one meter's memory: the accepted
+    ``(file, value)`` in order, and how many of them were below the one before."""
     session = MeterSession(reader)
     last = -math.inf
-    for f, t in sorted(zip(ps.files, ps.truth, strict=True)):
+    accepted: list[tuple[str, float]] = []
+    decreases = 0
+    for f in sorted(photos):
         r = session.feed(photos[f])
         if r.status == "ok" and r.value is not None:
-            res.accepted_decreases += r.value < last - 1e-9
+            decreases += r.value < last - 1e-9
             last = r.value
-            res.exact_sequence += _same(r.value, t, dec)
-    return res
+            accepted.append((f, r.value))
+    return accepted, decreases
 
 
 def displace(
@@ -315,11 +328,5 @@ def evaluate_dial_meter(
             res.crops += 1
             res.crops_within_02 += err <= 0.2 + 1e-9
             res.crops_within_05 += err <= 0.5 + 1e-9
-    session = MeterSession(reader)
-    last = -math.inf
-    for f in sorted(files):
-        r = session.feed(photos[f])
-        if r.status == "ok" and r.value is not None:
-            res.accepted_decreases += r.value < last - 1e-9
-            last = r.value
+    _, res.accepted_decreases = _in_sequence(reader, photos)
     return res
